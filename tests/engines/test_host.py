@@ -14,7 +14,6 @@ from typing import Any
 import numpy as np
 import psutil
 import pytest
-from tests.engines.fake_engines import TARGET, ChunkSynthesizer, EchoTranscriber
 
 from talkies.engines import host_link
 from talkies.engines.base import (
@@ -34,6 +33,7 @@ from talkies.errors import (
     WorkerCrashedError,
 )
 from talkies.registry import ModelSpec
+from tests.engines.fake_engines import TARGET, ChunkSynthesizer, EchoTranscriber
 
 ASR = f"{TARGET}:EchoTranscriber"
 TTS = f"{TARGET}:ChunkSynthesizer"

@@ -6,13 +6,13 @@ import dataclasses
 from pathlib import Path
 
 import pytest
-from tests.engines.fake_engines import EchoTranscriber
 
 from talkies.engines import EXECUTORS, isolation_for, make_engine_factory
 from talkies.engines.base import EngineContext
 from talkies.engines.host import ProcessEngine, ProcessTranscriber
 from talkies.registry import ModelSpec
 from talkies.settings import load_settings
+from tests.engines.fake_engines import EchoTranscriber
 
 FAKE = "tests.engines.fake_engines:EchoTranscriber"
 
