@@ -67,6 +67,7 @@ SNAPSHOT_PATTERNS = ("model.bin", "*.json", "vocabulary.*")
 MAX_CLIP_SECONDS = 30.0  # Whisper's window: a longer clip would be cut at 30 s by the batched pipeline
 MIN_CLIP_SECONDS = 0.02  # one timestamp token; shorter regions hold nothing to decode
 DEFAULT_TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
+_FRAMES_PER_SECOND = 100  # mel frames (hop 160 at 16 kHz): the unit of faster-whisper's `seek`
 _MAX_LENGTH = 448  # Whisper's decoder positions
 _PROMPT_RESERVE = 228  # previous-text prompt (<= 223 tokens) + sot_prev + sot, language, task, timestamps
 
@@ -242,7 +243,18 @@ class WhisperEngine:
         segments, info = pipeline.transcribe(
             audio, vad_filter=False, clip_timestamps=clips, batch_size=self._batch_size, **batched
         )
-        return _Decoded([_segment(s) for s in segments], info.language)
+        # Each segment carries its clip's start as `seek` (in 10 ms frames). Nothing decoded from a clip
+        # can lie outside it (the rest of its 30 s window is padding), so clamp there: word alignment
+        # on a confused model otherwise stretches segments into the padding.
+        by_seek = {_seek(clip["start"]): clip for clip in clips}
+        decoded = []
+        for raw in segments:
+            seg = _segment(raw)
+            clip = by_seek.get(int(raw.seek))
+            if clip is not None:
+                clamp_segment(seg, clip["start"], clip["end"])
+            decoded.append(seg)
+        return _Decoded(decoded, info.language)
 
     def _transcribe_kwargs(self, request: TranscriptionRequest, language: str | None) -> dict[str, Any]:
         kwargs: dict[str, Any] = dict(self._decode_options)
@@ -304,6 +316,20 @@ def normalize_timeline(segments: list[Segment], duration: float) -> list[Segment
             word_floor = word.end
         previous_end = seg.end
     return ordered
+
+
+def _seek(start: float) -> int:
+    """The `seek` faster-whisper's batched pipeline gives a clip starting at `start` (same rounding)."""
+    return int(int(start * ASR_SAMPLE_RATE) / ASR_SAMPLE_RATE * _FRAMES_PER_SECOND)
+
+
+def clamp_segment(seg: Segment, start: float, end: float) -> None:
+    """Pull `seg` and its words inside [start, end]."""
+    seg.start = min(max(seg.start, start), end)
+    seg.end = min(max(seg.end, seg.start), end)
+    for word in seg.words:
+        word.start = min(max(word.start, seg.start), seg.end)
+        word.end = min(max(word.end, word.start), seg.end)
 
 
 def _segment(raw: Any) -> Segment:
