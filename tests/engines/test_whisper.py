@@ -16,15 +16,16 @@ from typing import Any
 
 import numpy as np
 import pytest
-from tests.fixtures.cache import install_snapshot
-from tests.fixtures.speech import long_speech, speech_clip
-from tests.fixtures.whisper import build_whisper
+from faster_whisper import BatchedInferencePipeline
 
 from talkies.engines import create_engine
 from talkies.engines.base import EngineContext, Region, Transcriber, TranscriptionRequest, TranscriptionResult
-from talkies.engines.whisper import WHISPER_LANGUAGES, WhisperEngine
+from talkies.engines.whisper import DEFAULT_REGION_GAP, WHISPER_LANGUAGES, WhisperEngine, clip_timestamps
 from talkies.errors import CapabilityError, EngineError, ModelLoadError, UnsupportedLanguageError
 from talkies.registry import ModelSpec
+from tests.fixtures.cache import install_snapshot
+from tests.fixtures.speech import long_speech, speech_clip
+from tests.fixtures.whisper import build_whisper
 
 pytestmark = pytest.mark.slow
 
@@ -188,30 +189,42 @@ def test_batched_regions_on_a_multi_minute_file(
     engine: WhisperEngine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     speech = long_speech(180.0)
-    regions = merge_spans(speech.spans, max_len=25.0)
-    assert len(regions) >= 6
+    regions = tuple(Region(start, end) for start, end in speech.spans)  # one per utterance, as the VAD gives
+    clips = clip_timestamps(regions, speech.duration, DEFAULT_REGION_GAP)
+    assert len(regions) >= 30
+    assert 6 <= len(clips) < len(regions) / 3, "utterances are packed into ~30 s clips"
 
     def no_sequential(*args: object, **kwargs: object) -> None:
         raise AssertionError("regions must go through the batched pipeline")
 
+    batches: list[int] = []
+    forward = BatchedInferencePipeline.forward
+
+    def counting_forward(self: Any, features: Any, *args: Any) -> Any:
+        batches.append(len(features))
+        return forward(self, features, *args)
+
     monkeypatch.setattr(engine._model, "transcribe", no_sequential)
+    monkeypatch.setattr(BatchedInferencePipeline, "forward", counting_forward)
+    monkeypatch.setattr(engine, "_batch_size", 4)
     request = TranscriptionRequest(audio=speech.audio, language="en", temperature=0.0, regions=regions)
     result = engine.transcribe(request)
+
+    assert batches == [4] * (len(clips) // 4) + ([len(clips) % 4] if len(clips) % 4 else [])
     assert result.duration == pytest.approx(180.0)
     assert_timeline(result)
     assert_confidence(result)
-    # absolute timestamps: every region yields a segment that starts where the region starts
-    starts = [seg.start for seg in result.segments]
-    for region in regions:
-        assert any(abs(s - region.start) < 0.05 for s in starts), region
-    assert result.segments[-1].end > 150.0, "timestamps span the whole file"
+    # absolute timestamps: every clip (seconds from the start of the file) holds segments, none outside
+    for clip in clips:
+        assert any(clip["start"] <= seg.start < clip["end"] for seg in result.segments), clip
     for seg in result.segments:
-        assert any(r.start - 0.05 <= seg.start and seg.end <= r.end + 0.05 for r in regions), seg
+        assert any(c["start"] - 0.01 <= seg.start and seg.end <= c["end"] + 0.01 for c in clips), seg
+    assert result.segments[-1].end > 150.0, "timestamps span the whole file"
 
 
 def test_batched_regions_auto_detect_language_and_no_speech(engine: WhisperEngine) -> None:
     speech = long_speech(60.0)
-    regions = merge_spans(speech.spans, max_len=25.0)
+    regions = tuple(Region(start, end) for start, end in speech.spans)
     result = engine.transcribe(TranscriptionRequest(audio=speech.audio, temperature=0.0, regions=regions))
     assert result.language in WHISPER_LANGUAGES
     silent = engine.transcribe(TranscriptionRequest(audio=np.zeros(16_000 * 40, np.float32), regions=()))
@@ -267,16 +280,3 @@ def test_snapshot_is_used_without_network(tmp_path: Path, monkeypatch: pytest.Mo
     eng.load()
     assert eng.loaded
     eng.unload()
-
-
-def merge_spans(spans: tuple[tuple[float, float], ...], max_len: float) -> tuple[Region, ...]:
-    """Group sentence spans into regions of at most `max_len` seconds, as the server's VAD does."""
-    regions: list[Region] = []
-    start, end = spans[0]
-    for s, e in spans[1:]:
-        if e - start > max_len:
-            regions.append(Region(start, end))
-            start = s
-        end = e
-    regions.append(Region(start, end))
-    return tuple(regions)

@@ -33,14 +33,26 @@ def engine_with_options(options: dict[str, object]) -> WhisperEngine:
 
 
 def test_clip_timestamps_clamps_sorts_and_splits_long_regions() -> None:
-    clips = clip_timestamps((Region(50.0, 120.0), Region(-1.0, 3.0), Region(200.0, 210.0)), duration=150.0)
-    assert clips[0] == {"start": 0.0, "end": 3.0}
-    assert clips[1:] == [
+    regions = (Region(50.0, 120.0), Region(-1.0, 3.0), Region(200.0, 210.0))
+    clips = clip_timestamps(regions, duration=150.0, max_gap=0.0)
+    assert clips == [
+        {"start": 0.0, "end": 3.0},
         {"start": 50.0, "end": 80.0},
         {"start": 80.0, "end": 110.0},
         {"start": 110.0, "end": 120.0},
     ]
+
+
+def test_clip_timestamps_packs_close_regions_into_30_second_clips() -> None:
+    regions = tuple(Region(float(t), t + 4.0) for t in range(0, 60, 6))  # 4 s speech, 2 s pauses
+    clips = clip_timestamps(regions, duration=60.0, max_gap=3.0)
+    assert clips == [{"start": 0.0, "end": 28.0}, {"start": 30.0, "end": 58.0}]
     assert all(c["end"] - c["start"] <= MAX_CLIP_SECONDS for c in clips)
+    far = (Region(0.0, 4.0), Region(10.0, 14.0))  # 6 s of silence: kept apart
+    assert clip_timestamps(far, duration=20.0, max_gap=3.0) == [
+        {"start": 0.0, "end": 4.0},
+        {"start": 10.0, "end": 14.0},
+    ]
 
 
 def test_clip_timestamps_drops_empty_regions() -> None:

@@ -6,9 +6,12 @@
 
 * sequential (`request.regions is None`): `WhisperModel.transcribe`, Whisper's own 30 s sliding window,
   with the temperature fallback and previous-text conditioning;
-* batched (`request.regions` set, long files): the server's shared VAD regions become faster-whisper's
-  `clip_timestamps` for `BatchedInferencePipeline`, which encodes and decodes `batch_size` regions at
-  once. Its own VAD stays off; timestamps come back absolute (seconds from the start of the file).
+* batched (`request.regions` set, long files): the server's shared VAD regions are packed into clips
+  of at most 30 s (neighbours closer than `max_region_gap` share a clip, silence between them included:
+  the encoder always sees a 30 s window, so one clip per short utterance would pay for 30 s each) and
+  become faster-whisper's `clip_timestamps` for `BatchedInferencePipeline`, which encodes and decodes
+  `batch_size` clips at once. Its own VAD stays off; timestamps come back absolute (seconds from the
+  start of the file), and Whisper's timestamp tokens split each clip into segments.
 
 Engine options (`EngineContext.options`; the server fills `batch_size` from TALKIES_WHISPER_BATCH_SIZE):
 
@@ -16,6 +19,8 @@ Engine options (`EngineContext.options`; the server fills `batch_size` from TALK
                     `compute_type` wins over both)
     batch_size      regions decoded together on the batched path (default 8)
     num_workers     CT2 workers, for concurrent requests on one model (default 1)
+    max_region_gap  seconds of silence between two VAD regions that may share a clip (default 3.0;
+                    0 decodes every region on its own)
     beam_size, best_of, patience, max_new_tokens, condition_on_previous_text, repetition_penalty,
     no_repeat_ngram_size, compression_ratio_threshold, log_prob_threshold, no_speech_threshold,
     hallucination_silence_threshold, without_timestamps
@@ -77,7 +82,8 @@ _FLOAT_OPTIONS = (
     "no_speech_threshold", "hallucination_silence_threshold",
 )  # fmt: skip
 _BOOL_OPTIONS = ("condition_on_previous_text", "without_timestamps")
-_ENGINE_OPTIONS = ("compute_type", "batch_size", "num_workers")
+_ENGINE_OPTIONS = ("compute_type", "batch_size", "num_workers", "max_region_gap")
+DEFAULT_REGION_GAP = 3.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +114,10 @@ class WhisperEngine:
         self._decode_options = _decode_options(context.options)
         self._batch_size = _positive_int(context.options, "batch_size", 8)
         self._num_workers = _positive_int(context.options, "num_workers", 1)
+        gap = context.options.get("max_region_gap", DEFAULT_REGION_GAP)
+        if isinstance(gap, bool) or not isinstance(gap, int | float) or gap < 0:
+            raise ModelLoadError(f"whisper option 'max_region_gap' must be seconds >= 0, got {gap!r}")
+        self._max_region_gap = float(gap)
         unknown = set(context.options) - set(_ENGINE_OPTIONS) - set(self._decode_options)
         if unknown:
             log.warning("%s: ignoring unknown whisper options %s", spec.slug, ", ".join(sorted(unknown)))
@@ -226,7 +236,7 @@ class WhisperEngine:
     def _transcribe_regions(
         self, model: Any, audio: np.ndarray[Any, Any], regions: tuple[Region, ...], kwargs: dict[str, Any]
     ) -> _Decoded:
-        clips = clip_timestamps(regions, len(audio) / ASR_SAMPLE_RATE)
+        clips = clip_timestamps(regions, len(audio) / ASR_SAMPLE_RATE, self._max_region_gap)
         if not clips:  # no speech at all: nothing to decode, but say which language was asked
             language = kwargs.get("language") or (None if self.can_translate else "en")
             return _Decoded([], language)
@@ -240,6 +250,8 @@ class WhisperEngine:
         batched["temperature"] = temperature[0] if isinstance(temperature, tuple) else temperature
         for key in ("condition_on_previous_text", "hallucination_silence_threshold"):
             batched.pop(key, None)  # the batched pipeline ignores them
+        # faster-whisper's batched default is one segment per clip; a packed clip holds several utterances
+        batched.setdefault("without_timestamps", False)
         segments, info = pipeline.transcribe(
             audio, vad_filter=False, clip_timestamps=clips, batch_size=self._batch_size, **batched
         )
@@ -285,15 +297,28 @@ def missing_files(model_dir: Path) -> list[str]:
     return missing
 
 
-def clip_timestamps(regions: tuple[Region, ...], duration: float) -> list[dict[str, float]]:
-    """VAD regions -> faster-whisper clip timestamps: inside the audio, each at most 30 s."""
-    clips: list[dict[str, float]] = []
+def clip_timestamps(
+    regions: tuple[Region, ...], duration: float, max_gap: float = DEFAULT_REGION_GAP
+) -> list[dict[str, float]]:
+    """VAD regions -> faster-whisper clip timestamps: inside the audio, each at most 30 s long.
+
+    Consecutive regions separated by at most `max_gap` seconds are packed into one clip while it stays
+    within 30 s; a region longer than 30 s is cut into 30 s pieces.
+    """
+    pieces: list[tuple[float, float]] = []
     for region in sorted(regions, key=lambda r: r.start):
         start, end = max(0.0, region.start), min(duration, region.end)
         while end - start >= MIN_CLIP_SECONDS:
             piece_end = min(end, start + MAX_CLIP_SECONDS)
-            clips.append({"start": start, "end": piece_end})
+            pieces.append((start, piece_end))
             start = piece_end
+    clips: list[dict[str, float]] = []
+    for start, end in pieces:
+        last = clips[-1] if clips else None
+        if last is not None and start - last["end"] <= max_gap and end - last["start"] <= MAX_CLIP_SECONDS:
+            last["end"] = max(last["end"], end)
+        else:
+            clips.append({"start": start, "end": end})
     return clips
 
 
