@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+
 from tests.fixtures.cache import install_snapshot
 from tests.fixtures.whisper import REQUIRED_FILES, SHAPES, build_whisper, shape_key
 
