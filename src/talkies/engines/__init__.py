@@ -114,6 +114,10 @@ def isolation_for(spec: ModelSpec, settings: Settings) -> str:
 
 def make_engine_factory(settings: Settings) -> Callable[[ModelSpec, EngineContext], Engine]:
     """The pool's engine factory: a `ProcessEngine` (talkies.engines.host) or the engine itself."""
+    if settings.engine_isolation == "process":
+        from talkies.engines.host import start_helpers
+
+        start_helpers()  # part of the server's idle footprint, not of the first model's
 
     def factory(spec: ModelSpec, context: EngineContext) -> Engine:
         if isolation_for(spec, settings) == "inprocess":

@@ -50,6 +50,18 @@ from talkies.registry import ModelSpec
 _NO_AUDIO = np.zeros(0, dtype=np.float32)
 
 
+def start_helpers() -> None:
+    """Start multiprocessing's resource tracker now rather than with the first worker.
+
+    It is one small process for the server's lifetime that every worker shares; it unlinks shared-memory
+    blocks that a crash left behind. Started at start-up, it belongs to the idle server's footprint, so
+    memory after an unload is compared with a baseline that already includes it.
+    """
+    from multiprocessing import resource_tracker
+
+    resource_tracker.ensure_running()
+
+
 class ProcessEngine:
     """Proxy for an engine that runs in a worker process of its own.
 
