@@ -63,12 +63,11 @@ def probe(executor: str, model_dir: Path, mode: str, requests: int, repo: str | 
     from talkies.registry import ModelSpec
     from talkies.settings import load_settings
 
-    spec = ModelSpec.model_validate(
-        {"executor": executor, "slug": model_dir.name, "repo": repo or f"test/{model_dir.name}", "isolation": mode}
-    )
-    context = EngineContext(
-        slug=spec.slug, model_dir=model_dir, device="cpu", cpu_threads=1, options=REQUEST_OPTIONS.get(executor, {})
-    )
+    slug = model_dir.name
+    entry = {"executor": executor, "slug": slug, "repo": repo or f"test/{slug}", "isolation": mode}
+    spec = ModelSpec.model_validate(entry)
+    options = REQUEST_OPTIONS.get(executor, {})
+    context = EngineContext(slug=slug, model_dir=model_dir, device="cpu", cpu_threads=1, options=options)
     engine = make_engine_factory(load_settings())(spec, context)
     settle()
     figures: dict[str, Any] = {"mode": mode, "executor": executor, "idle": total_rss()}
