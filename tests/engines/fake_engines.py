@@ -35,6 +35,7 @@ class EchoTranscriber:
         self.spec = spec
         self.context = context
         self.ballast: np.ndarray | None = None
+        self.kept: np.ndarray | None = None
 
     def load(self) -> None:
         options = self.context.options
@@ -68,6 +69,10 @@ class EchoTranscriber:
             raise InvalidAudioError("audio is silent", param="file")
         if prompt == "bug":
             raise RuntimeError("engine bug")
+        if prompt == "keep":
+            self.kept = request.audio  # an engine that holds on to a request's audio
+        if prompt == "kept":
+            return TranscriptionResult(text=f"{float(np.sum(self.kept)):.1f}", language=None, duration=0.0)
         if prompt.startswith("rendezvous:"):
             _rendezvous(Path(prompt.removeprefix("rendezvous:")), parties=2)
         audio = request.audio

@@ -73,12 +73,11 @@ def _transcribe(engine: Any, audio: np.ndarray, prompt: str | None = None) -> st
 def test_long_audio_crosses_through_shared_memory_not_the_pipe(make_engine: Any, monkeypatch: Any) -> None:
     engine = make_engine()
     engine.load()
-    sent: list[int] = []
+    sent: list[Any] = []
     original_open = host_link.WorkerLink.open
 
     def spy(self: Any, method: str, payload: Any) -> Any:
-        sent.append(len(pickle.dumps(payload)))
-        assert isinstance(payload[1], SharedArray)
+        sent.append((len(pickle.dumps(payload)), payload[1]))
         return original_open(self, method, payload)
 
     monkeypatch.setattr(host_link.WorkerLink, "open", spy)
@@ -91,8 +90,44 @@ def test_long_audio_crosses_through_shared_memory_not_the_pipe(make_engine: Any,
     assert (int(size), dtype) == (audio.size, "float32")
     assert float(total) == pytest.approx(float(np.sum(audio, dtype=np.float64)), abs=1e-4)
     assert pid == f"pid={engine.worker_pid}" != f"pid={os.getpid()}"
-    assert sent[0] < 4096  # the request travelled without its 38 MB of audio
-    assert set(os.listdir("/dev/shm")) == before  # the block was unlinked
+    pickled, ref = sent[0]
+    assert isinstance(ref, SharedArray)
+    assert pickled < 4096  # the request travelled without its 38 MB of audio
+    assert set(os.listdir("/dev/shm")) == before  # too large to keep: that block is gone
+
+
+def test_shared_blocks_are_reused_and_unlinked_at_unload(make_engine: Any, monkeypatch: Any) -> None:
+    engine = make_engine()
+    engine.load()
+    names: list[str] = []
+    original_open = host_link.WorkerLink.open
+    monkeypatch.setattr(
+        host_link.WorkerLink, "open", lambda self, m, p: names.append(p[1].name) or original_open(self, m, p)
+    )
+    before = set(os.listdir("/dev/shm"))
+    rng = np.random.default_rng(1)
+
+    for seconds in (5, 4, 5):
+        audio = rng.uniform(-1, 1, 16_000 * seconds).astype(np.float32)
+        size, _, total, _ = _transcribe(engine, audio).split()
+        assert int(size) == audio.size
+        assert float(total) == pytest.approx(float(audio.sum(dtype=np.float64)), abs=1e-3)
+
+    assert len(set(names)) == 1  # one block carried all three requests
+    assert set(os.listdir("/dev/shm")) - before == {names[0].lstrip("/")}
+    engine.unload()
+    assert set(os.listdir("/dev/shm")) == before
+
+
+def test_a_block_the_engine_kept_is_never_reused(make_engine: Any) -> None:
+    engine = make_engine()
+    engine.load()
+    ones = np.ones(16_000 * 5, np.float32)
+
+    _transcribe(engine, ones, prompt="keep")  # the engine holds on to this audio
+    _transcribe(engine, np.zeros_like(ones))  # must not land in the block the engine still reads
+
+    assert _transcribe(engine, ones[:10], prompt="kept") == f"{ones.size:.1f}"
 
 
 def test_short_audio_is_sent_inline(make_engine: Any) -> None:

@@ -42,7 +42,7 @@ from talkies.engines.base import (
     TranscriptionResult,
     Voice,
 )
-from talkies.engines.host_ipc import release, share_array
+from talkies.engines.host_ipc import INLINE_ARRAY_BYTES
 from talkies.engines.host_link import UNLOAD_GRACE, WorkerLink, live_workers, process_rss
 from talkies.errors import WorkerCrashedError
 from talkies.registry import ModelSpec
@@ -131,7 +131,7 @@ class ProcessEngine:
             )
             process.start()
             child_end.close()  # so that the worker's death reads as end-of-file here
-            worker = WorkerLink(process, parent_end, self.context.slug)
+            worker = WorkerLink(process, parent_end, self.context.slug, self.spec.max_concurrency)
             live_workers.add(worker)
             worker.wait_ready(self.load_timeout)
             self._worker = worker
@@ -195,16 +195,21 @@ class ProcessTranscriber(ProcessEngine):
     def transcribe(self, request: TranscriptionRequest) -> TranscriptionResult:
         worker = self._running()
         deadline = time.monotonic() + self.call_timeout
-        audio, block = share_array(np.ascontiguousarray(request.audio))
+        audio = np.ascontiguousarray(request.audio)
+        shared = worker.blocks.put(audio) if audio.nbytes > INLINE_ARRAY_BYTES else None
+        retained = True  # unless the worker says the engine let go of the audio, its block is retired
         try:
-            rid, inbox = worker.open("transcribe", (dataclasses.replace(request, audio=_NO_AUDIO), audio))
+            payload = (dataclasses.replace(request, audio=_NO_AUDIO), shared[0] if shared else audio)
+            rid, inbox = worker.open("transcribe", payload)
             try:
-                result: TranscriptionResult = worker.next_reply(inbox, deadline, self.call_timeout)
+                result: TranscriptionResult
+                result, retained = worker.next_reply(inbox, deadline, self.call_timeout)
                 return result
             finally:
                 worker.close_request(rid)
         finally:
-            release(block)
+            if shared is not None:
+                worker.blocks.give_back(*shared, retained=retained)
 
 
 class ProcessSynthesizer(ProcessEngine):

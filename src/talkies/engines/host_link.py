@@ -19,7 +19,7 @@ from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
 from typing import Any
 
-from talkies.engines.host_ipc import RemoteError, unpack_error
+from talkies.engines.host_ipc import BlockPool, RemoteError, unpack_error
 from talkies.errors import LoadTimeoutError, ModelLoadError, WorkerCrashedError
 
 log = logging.getLogger(__name__)
@@ -33,7 +33,7 @@ live_workers: set[WorkerLink] = set()  # workers to stop if the server exits wit
 class WorkerLink:
     """One worker process and the parent's side of its pipe."""
 
-    def __init__(self, process: BaseProcess, conn: Connection, slug: str) -> None:
+    def __init__(self, process: BaseProcess, conn: Connection, slug: str, concurrency: int = 1) -> None:
         self.process = process
         self.conn = conn
         self.slug = slug
@@ -46,6 +46,7 @@ class WorkerLink:
         self._death: str | None = None  # why the worker is gone, once it is
         self._reader: threading.Thread | None = None
         self._closed = False
+        self.blocks = BlockPool(keep=max(2, concurrency), forget=self._forget)
 
     # --- start ---------------------------------------------------------------------------------------
 
@@ -131,6 +132,13 @@ class WorkerLink:
             raise self.crashed() from None
         return rid, inbox
 
+    def _forget(self, name: str) -> None:
+        try:
+            with self._send_lock:
+                self.conn.send(("forget", name))
+        except (OSError, ValueError):
+            pass
+
     def close_request(self, rid: int, *, cancel: bool = False) -> None:
         with self._lock:
             found = self._pending.pop(rid, None) is not None
@@ -212,6 +220,7 @@ class WorkerLink:
         if self._reader is not None:
             self._reader.join()  # the worker has exited, so the reader has seen end-of-file
         self.conn.close()
+        self.blocks.close()
         live_workers.discard(self)
         self.process.close()
 
