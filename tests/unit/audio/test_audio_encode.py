@@ -5,6 +5,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from tests.unit.audio.samples import dominant_frequency, tone
 
 from talkies.audio.decode import decode_audio
 from talkies.audio.encode import (
@@ -17,7 +18,6 @@ from talkies.audio.encode import (
     wav_header,
 )
 from talkies.errors import UnsupportedFormatError
-from tests.unit.audio.samples import dominant_frequency, tone
 
 RATE = 24_000
 TONE = tone(440, 0.5, RATE)  # 12,000 samples

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import importlib.util
+import itertools
 import subprocess
 import sys
 from pathlib import Path
@@ -72,7 +73,7 @@ def test_random_probabilities_never_leave_a_span_too_long() -> None:
         probs = rng.random(1000)
         spans = split_long_region(probs, 0, 1000, 64)
         assert all(0 < end - start <= 64 for start, end in spans)
-        assert all(a[1] <= b[0] for a, b in zip(spans, spans[1:], strict=False))
+        assert all(a[1] <= b[0] for a, b in itertools.pairwise(spans))
 
 
 # --- regions from probabilities (pure) -----------------------------------------------------------
@@ -126,7 +127,7 @@ def test_long_speech_is_split_below_max_speech() -> None:
     assert len(regions) >= 4
     assert all(region.end - region.start <= 28.0 + 1e-6 for region in regions)
     assert any(abs(region.end - 1205 * WINDOW_S) < 0.01 for region in regions)  # cut in the pause
-    assert all(a.end <= b.start + 1e-6 for a, b in zip(regions, regions[1:], strict=False))
+    assert all(a.end <= b.start + 1e-6 for a, b in itertools.pairwise(regions))
 
 
 # --- the real model ------------------------------------------------------------------------------
