@@ -146,7 +146,7 @@ class EspeakEngine:
         listed = ", ".join(v.name for v in self.voices())
         raise UnknownVoiceError(
             f"voice {name!r} is not available for model {self.spec.slug!r}; voices: {listed} "
-            f"(a language voice may take an espeak variant, e.g. {self.default_voice.partition('+')[0]}+klatt)",
+            "(a language voice may take an espeak variant after '+', e.g. en-us+klatt)",
             param="voice",
         )
 
@@ -154,7 +154,16 @@ class EspeakEngine:
         from talkies.audio.encode import resample
 
         binary = self._binary or self._find_binary()
-        argv = [binary, "--stdout", "-b", "1", "-v", request.voice, "-s", str(words_per_minute(request.speed))]
+        argv = [
+            binary,
+            "--stdout",
+            "-b",
+            "1",
+            "-v",
+            request.voice,
+            "-s",
+            str(words_per_minute(request.speed)),
+        ]
         for sentence in split_sentences(request.text):
             pcm, rate = parse_wav(_run(argv, sentence.encode("utf-8")))
             if rate != TTS_SAMPLE_RATE:
