@@ -259,6 +259,10 @@ class FileStore:
             raise
         return {"path": "/".join(segments), "size": len(data)}
 
+    def begin_write(self, path: str) -> _AtomicWriter:
+        """Blocking: a `.part` writer for `path`; `commit()` renames it into place, `abort()` removes it."""
+        return self._begin_sync(split_path(path))
+
     def _begin_sync(self, segments: builtins.list[str]) -> _AtomicWriter:
         created = self._missing_parents(segments)
         parent = self._open_parent(segments, create=True)
