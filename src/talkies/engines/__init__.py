@@ -33,7 +33,9 @@ class ExecutorInfo:
 EXECUTORS: dict[str, ExecutorInfo] = {
     info.name: info
     for info in (
-        ExecutorInfo("whisper", "asr", "talkies.engines.whisper:WhisperEngine", "whisper", ("faster_whisper",)),
+        ExecutorInfo(
+            "whisper", "asr", "talkies.engines.whisper:WhisperEngine", "whisper", ("faster_whisper",)
+        ),
         ExecutorInfo("parakeet", "asr", None, "nemo", ("nemo",)),
         ExecutorInfo("parakeet_cpp", "asr", None),
         ExecutorInfo("canary_multitask", "asr", None, "nemo", ("nemo",)),
@@ -47,7 +49,9 @@ EXECUTORS: dict[str, ExecutorInfo] = {
             needs_repo=False,
             isolation="inprocess",
         ),
-        ExecutorInfo("kokoro", "tts", "talkies.engines.kokoro:KokoroEngine", "kokoro", ("kokoro", "misaki", "torch")),
+        ExecutorInfo(
+            "kokoro", "tts", "talkies.engines.kokoro:KokoroEngine", "kokoro", ("kokoro", "misaki", "torch")
+        ),
         ExecutorInfo(
             "kokoro_nvidia",
             "tts",
