@@ -6,17 +6,20 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import anyio.to_thread
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from talkies import __version__
-from talkies.api import system
+from talkies.api import files, system
 from talkies.api.errors import install_error_handlers
 from talkies.api.middleware import BearerAuthMiddleware, RequestContextMiddleware
 from talkies.device import resolve_device
 from talkies.errors import ConfigError
 from talkies.pool import Clock, EngineFactory, ModelPool
 from talkies.registry import Registry, default_models_file, load_registry
+from talkies.services.downloads import Downloader
+from talkies.services.files import FileStore
 from talkies.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -48,6 +51,14 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
+        app.state.files = FileStore(settings.files_dir, settings.max_upload_bytes)
+        await anyio.to_thread.run_sync(app.state.files.remove_partials)
+        app.state.downloads = Downloader(
+            app.state.files,
+            max_bytes=settings.max_download_bytes,
+            cache_bytes=settings.download_cache_bytes,
+            block_private=settings.block_private_downloads,
+        )
         log.info(
             "talkies %s: %d models from %s on %s, data in %s",
             __version__,
@@ -72,6 +83,7 @@ def create_app(
     app.state.device = device
     install_error_handlers(app)
     app.include_router(system.router)
+    app.include_router(files.router)
 
     # Last added runs first: CORS, then request context (so a 401 is logged too), then auth.
     app.add_middleware(BearerAuthMiddleware, tokens=settings.auth_tokens)
