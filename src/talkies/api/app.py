@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -13,6 +14,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from talkies import __version__
 from talkies.api import files, system
 from talkies.api.errors import install_error_handlers
+from talkies.api.mcp import install_mcp
 from talkies.api.middleware import BearerAuthMiddleware, RequestContextMiddleware
 from talkies.device import resolve_device
 from talkies.errors import ConfigError
@@ -72,7 +74,8 @@ def create_app(
             await pool.preload(settings.preload)
         pool.start_sweeper()
         try:
-            yield
+            async with mcp_endpoint.running() if mcp_endpoint else contextlib.nullcontext():
+                yield
         finally:
             await pool.close()
 
@@ -84,6 +87,7 @@ def create_app(
     install_error_handlers(app)
     app.include_router(system.router)
     app.include_router(files.router)
+    mcp_endpoint = install_mcp(app)
 
     # Last added runs first: CORS, then request context (so a 401 is logged too), then auth.
     app.add_middleware(BearerAuthMiddleware, tokens=settings.auth_tokens)

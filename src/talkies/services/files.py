@@ -231,7 +231,7 @@ class FileStore:
             async for chunk in chunks:
                 size += len(chunk)
                 if size > cap:
-                    raise PayloadTooLargeError(f"upload exceeds the limit of {cap} bytes")
+                    raise PayloadTooLargeError(f"upload exceeds TALKIES_MAX_UPLOAD_BYTES ({cap} bytes)")
                 buffer += chunk
                 if len(buffer) >= _WRITE_BUFFER:
                     await anyio.to_thread.run_sync(writer.write, bytes(buffer))
@@ -245,10 +245,11 @@ class FileStore:
             raise
         return {"path": "/".join(segments), "size": size}
 
-    def put_bytes_sync(self, path: str, data: bytes) -> dict[str, Any]:
-        """Blocking whole-buffer variant (MCP `put_file`)."""
-        if len(data) > self.max_upload_bytes:
-            raise PayloadTooLargeError(f"upload exceeds the limit of {self.max_upload_bytes} bytes")
+    def put_bytes_sync(self, path: str, data: bytes, *, capped: bool = True) -> dict[str, Any]:
+        """Blocking whole-buffer variant (MCP `put_file`; `capped=False` for audio the server made)."""
+        if capped and len(data) > self.max_upload_bytes:
+            cap = self.max_upload_bytes
+            raise PayloadTooLargeError(f"upload exceeds TALKIES_MAX_UPLOAD_BYTES ({cap} bytes)")
         segments = split_path(path)
         writer = self._begin_sync(segments)
         try:
