@@ -10,26 +10,11 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
+from tests.api.harness import make_settings
 
 from talkies.api.app import create_app
-from talkies.settings import Settings
 
 pytestmark = pytest.mark.anyio
-REPO = Path(__file__).resolve().parents[2]
-
-
-def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
-    values: dict[str, Any] = {
-        "data_dir": tmp_path / "data",
-        "models_file": REPO / "models-cpu.json",
-        "device": "cpu",
-        "sweeper_interval": 0,
-        "max_upload_bytes": 4096,
-    }
-    values.update(overrides)
-    return Settings(**values)
-
-
 @pytest.fixture
 async def app(tmp_path: Path) -> AsyncIterator[FastAPI]:
     application = create_app(make_settings(tmp_path))

@@ -13,10 +13,9 @@ import httpx2
 import pytest
 from mcp import ClientSession
 from mcp.client.streamable_http import streamable_http_client
+from tests.api.harness import make_settings, serve
 
 from talkies.api.app import create_app
-from tests.api.mcp_harness import serve
-from tests.api.test_files_api import make_settings
 
 pytestmark = pytest.mark.anyio
 TOKEN = "mcp-s3cret"

@@ -1,4 +1,4 @@
-"""A real uvicorn server on 127.0.0.1 with an ephemeral port, started and stopped by the test."""
+"""Shared by the API tests: settings for a throwaway data dir, and a real uvicorn server on an ephemeral port."""
 
 from __future__ import annotations
 
@@ -7,9 +7,27 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
 
 import uvicorn
 from fastapi import FastAPI
+
+from talkies.settings import Settings
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "data_dir": tmp_path / "data",
+        "models_file": REPO / "models-cpu.json",
+        "device": "cpu",
+        "sweeper_interval": 0,
+        "max_upload_bytes": 4096,
+    }
+    values.update(overrides)
+    return Settings(**values)
 
 
 @contextmanager
