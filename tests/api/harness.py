@@ -1,4 +1,4 @@
-"""Shared by the API tests: settings for a throwaway data dir, and a real uvicorn server on an ephemeral port."""
+"""API test helpers: settings for a throwaway data dir, and a real uvicorn server on an ephemeral port."""
 
 from __future__ import annotations
 
