@@ -3,21 +3,21 @@
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from fastapi import FastAPI
-from tests.api.harness import make_settings
 
 from talkies.api.app import create_app
+from talkies.settings import Settings
 
 pytestmark = pytest.mark.anyio
 @pytest.fixture
-async def app(tmp_path: Path) -> AsyncIterator[FastAPI]:
-    application = create_app(make_settings(tmp_path))
+async def app(make_settings: Callable[..., Settings]) -> AsyncIterator[FastAPI]:
+    application = create_app(make_settings(max_upload_bytes=4096))
     async with application.router.lifespan_context(application):
         yield application
 
@@ -143,8 +143,8 @@ async def test_failing_receive_mid_upload_leaves_nothing(app: FastAPI) -> None:
     assert (files_root(app) / "keep.wav").read_bytes() == b"old"
 
 
-async def test_auth_required(tmp_path: Path) -> None:
-    application = create_app(make_settings(tmp_path, auth_token="s3cret"))
+async def test_auth_required(make_settings: Callable[..., Settings]) -> None:
+    application = create_app(make_settings(auth_token="s3cret"))
     async with application.router.lifespan_context(application):
         transport = httpx.ASGITransport(app=application)
         async with httpx.AsyncClient(transport=transport, base_url="http://talkies") as http:

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import httpx
@@ -13,17 +12,18 @@ import httpx2
 import pytest
 from mcp import ClientSession
 from mcp.client.streamable_http import streamable_http_client
-from tests.api.harness import make_settings, serve
 
 from talkies.api.app import create_app
+from talkies.settings import Settings
+from tests.server import serve
 
 pytestmark = pytest.mark.anyio
 TOKEN = "mcp-s3cret"
 
 
 @pytest.fixture
-def server(tmp_path: Path) -> Iterator[str]:
-    with serve(create_app(make_settings(tmp_path, max_upload_bytes=64 * 1024))) as base:
+def server(make_settings: Callable[..., Settings]) -> Iterator[str]:
+    with serve(create_app(make_settings(max_upload_bytes=64 * 1024))) as base:
         yield base
 
 
@@ -84,8 +84,8 @@ async def test_bare_path_answers_without_redirect(server: str) -> None:
     assert response.json()["result"]["serverInfo"]["name"] == "talkies"
 
 
-async def test_auth_is_required(tmp_path: Path) -> None:
-    with serve(create_app(make_settings(tmp_path, auth_token=TOKEN))) as base:
+async def test_auth_is_required(make_settings: Callable[..., Settings]) -> None:
+    with serve(create_app(make_settings(auth_token=TOKEN))) as base:
         async with httpx.AsyncClient() as http:
             refused = await http.post(f"{base}/v1/mcp", json={"jsonrpc": "2.0", "id": 1, "method": "ping"})
         assert refused.status_code == 401
