@@ -29,9 +29,13 @@ if [ ! -x .venv/bin/python ]; then
     "$PYTHON" -m venv .venv
 fi
 export PIP_DISABLE_PIP_VERSION_CHECK=1
-echo "install: python packages (constraints-cpu.txt)"
-.venv/bin/pip install -q -c constraints-cpu.txt -e '.[cpu,test]'
-# openai-whisper is only needed for its tokenizer asset when tests build Whisper models; its own
-# dependencies (triton, a second torch) are not wanted.
-.venv/bin/pip install -q --no-deps -c constraints-cpu.txt openai-whisper
+# TALKIES_EXTRAS picks the stack: "cpu,test" for development and CI (default), "cpu" or "cuda" in images.
+EXTRAS=${TALKIES_EXTRAS:-cpu,test}
+echo "install: python packages [$EXTRAS] (constraints-cpu.txt)"
+.venv/bin/pip install -q -c constraints-cpu.txt -e ".[$EXTRAS]"
+if [[ ",$EXTRAS," == *",test,"* ]]; then
+    # openai-whisper is only needed for its tokenizer asset when tests build Whisper models; its own
+    # dependencies (triton, a second torch) are not wanted.
+    .venv/bin/pip install -q --no-deps -c constraints-cpu.txt openai-whisper
+fi
 echo "install: done"
