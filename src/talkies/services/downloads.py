@@ -19,6 +19,7 @@ import re
 import socket
 import ssl
 import stat
+import time
 import typing
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
@@ -194,6 +195,7 @@ class Downloader:
                 if cached is not None:
                     return cached
                 await self._download(parsed, relative)
+                await anyio.to_thread.run_sync(_mark_used, self.directory / name)
                 await anyio.to_thread.run_sync(self._evict, name)
                 return self.directory / name
         finally:
@@ -221,7 +223,7 @@ class Downloader:
         except StagedFileNotFoundError:
             return None
         opened.close()
-        os.utime(opened.path, follow_symlinks=False)  # recency for the LRU bound
+        _mark_used(opened.path)
         return opened.path
 
     def _evict(self, keep: str) -> None:
@@ -352,6 +354,13 @@ class Downloader:
             with anyio.CancelScope(shield=True):
                 await anyio.to_thread.run_sync(writer.abort)
             raise
+
+
+def _mark_used(path: Path) -> None:
+    """Recency for the LRU bound. An explicit fine-grained time: the kernel stamps writes and a bare
+    utime() from a coarse clock, so two uses a few milliseconds apart could otherwise tie."""
+    now = time.time_ns()
+    os.utime(path, ns=(now, now), follow_symlinks=False)
 
 
 def _header(headers: list[tuple[bytes, bytes]], name: bytes) -> str | None:
