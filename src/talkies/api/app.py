@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -12,7 +13,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from talkies import __version__
-from talkies.api import files, system
+from talkies.api import audio, files, system
 from talkies.api.errors import install_error_handlers
 from talkies.api.mcp import install_mcp
 from talkies.api.middleware import BearerAuthMiddleware, RequestContextMiddleware
@@ -20,8 +21,10 @@ from talkies.device import resolve_device
 from talkies.errors import ConfigError
 from talkies.pool import Clock, EngineFactory, ModelPool
 from talkies.registry import Registry, default_models_file, load_registry
-from talkies.services.downloads import Downloader
+from talkies.services.downloads import Downloader, resolve_file_path
 from talkies.services.files import FileStore
+from talkies.services.speech import SpeechService
+from talkies.services.transcription import TranscriptionService
 from talkies.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -61,6 +64,9 @@ def create_app(
             cache_bytes=settings.download_cache_bytes,
             block_private=settings.block_private_downloads,
         )
+        app.state.resolve_file_path = functools.partial(
+            resolve_file_path, files=app.state.files, downloads=app.state.downloads
+        )
         log.info(
             "talkies %s: %d models from %s on %s, data in %s",
             __version__,
@@ -84,8 +90,11 @@ def create_app(
     app.state.registry = registry
     app.state.pool = pool
     app.state.device = device
+    app.state.transcription = TranscriptionService(pool, registry, settings)
+    app.state.speech = SpeechService(pool, registry, settings)
     install_error_handlers(app)
     app.include_router(system.router)
+    app.include_router(audio.router)
     app.include_router(files.router)
     mcp_endpoint = install_mcp(app)
 

@@ -23,11 +23,15 @@ import anyio.to_thread
 from fastapi import FastAPI
 from starlette.routing import Route
 
+from talkies.audio.decode import probe_audio
+from talkies.engines.base import TTS_SAMPLE_RATE
 from talkies.errors import BadRequestError, PayloadTooLargeError, TalkiesError
 from talkies.pool import ModelPool
 from talkies.registry import Registry
 from talkies.services.downloads import Downloader, using_file_path
 from talkies.services.files import FileStore
+from talkies.services.speech import SpeechOptions, SpeechService
+from talkies.services.transcription import TranscriptionOptions, TranscriptionService
 
 if TYPE_CHECKING:
     from mcp.server.mcpserver import MCPServer
@@ -78,12 +82,6 @@ class _Tools:
     def registry(self) -> Registry:
         return self.app.state.registry  # type: ignore[no-any-return]
 
-    def _service(self, name: str) -> Any:
-        service = getattr(self.app.state, name, None)
-        if service is None:
-            raise TalkiesError(f"the {name} service is not available in this build")
-        return service
-
     async def list_models(self) -> dict[str, Any]:
         """Every configured model, ASR and TTS, with its modality and whether it is loaded now."""
         models = []
@@ -131,38 +129,56 @@ class _Tools:
         await self.files.delete(path)
         return {"path": path.removeprefix("/"), "deleted": True}
 
-    async def transcribe(self, file_path: str, model: str, language: str | None, response_format: str,
-                         diarization: bool) -> str:
-        from talkies.services.transcription import TranscriptionOptions, TranscriptionService
+    @property
+    def transcription(self) -> TranscriptionService:
+        return self.app.state.transcription  # type: ignore[no-any-return]
 
-        service: TranscriptionService = self._service("transcription")
-        options = TranscriptionOptions(model=model, response_format=response_format, language=language,
-                                       diarization=diarization)
-        service.validate(options)  # unknown model / wrong modality / bad format before any download
+    @property
+    def speech(self) -> SpeechService:
+        return self.app.state.speech  # type: ignore[no-any-return]
+
+    async def transcribe(
+        self, file_path: str, model: str, language: str | None, response_format: str, diarization: bool
+    ) -> str:
+        options = TranscriptionOptions(
+            model=model, response_format=response_format, language=language, diarization=diarization
+        )
+        self.transcription.validate(options)  # unknown model, wrong modality, bad format: before any fetch
         async with using_file_path(file_path, files=self.files, downloads=self.downloads) as path:
-            transcript = await service.transcribe_file(path, options)
+            transcript = await self.transcription.transcribe_file(path, options)
         return transcript.body
 
-    async def speak(self, text: str, model: str, voice: str | None, response_format: str, speed: float,
-                    path: str | None) -> dict[str, Any]:
-        from talkies.services.speech import SpeechOptions, SpeechService
-
-        service: SpeechService = self._service("speech")
+    async def speak(
+        self, text: str, model: str, voice: str | None, response_format: str, speed: float, path: str | None
+    ) -> dict[str, Any]:
         options = SpeechOptions(model=model, input=text, voice=voice, response_format=response_format,
                                 speed=speed)
-        speech = await service.synthesize_bytes(options)
-        target = path or f"speech/{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}.{speech.format}"
-        info = await anyio.to_thread.run_sync(
-            functools.partial(self.files.put_bytes_sync, target, speech.audio, capped=False)
-        )
-        return {"path": info["path"], "size": info["size"], "format": speech.format,
-                "content_type": speech.content_type, "duration": round(speech.duration, 3)}
+        plan = await anyio.to_thread.run_sync(self.speech.validate, options)
+        target = path or f"speech/{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}.{plan.format}"
+        writer = await anyio.to_thread.run_sync(self.files.begin_write, target)
+        size = 0
+        try:
+            async for chunk in self.speech.stream(plan):  # straight to disk, never the whole clip in memory
+                size += len(chunk)
+                await anyio.to_thread.run_sync(writer.write, chunk)
+            await anyio.to_thread.run_sync(writer.commit)
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(writer.abort)
+            raise
+        staged = self.files.resolve(target)
+        if plan.format == "pcm":
+            duration = size / (2 * TTS_SAMPLE_RATE)  # 16-bit mono
+        else:
+            duration = (await anyio.to_thread.run_sync(probe_audio, staged)).duration
+        return {"path": staged.relative_to(self.files.root).as_posix(), "format": plan.format,
+                "content_type": plan.content_type, "size": size, "duration": round(duration, 3)}
 
     async def list_voices(self, model: str | None) -> dict[str, Any]:
-        from talkies.services.speech import SpeechService
-
-        service: SpeechService = self._service("speech")
-        return {"voices": await service.list_voices(model)}
+        entries = await anyio.to_thread.run_sync(self.speech.voices, model)
+        return {"voices": [
+            {"voice": e.voice, "model": e.model, "default": e.default, "origin": e.origin} for e in entries
+        ]}
 
 
 def _decode_base64(text: str) -> bytes:
