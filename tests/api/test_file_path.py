@@ -105,8 +105,8 @@ async def test_guard_refuses_loopback(tmp_path: Path, origin: tuple[str, Counter
     before = sum(hits.values())
     app = create_app(weightfree_settings(tmp_path, block_private_downloads=True))
     async with asgi_client(app) as http:
-        response = await http.post("/v1/audio/transcriptions", data={"model": MODEL, "file_path": f"{base}/a.wav"},
-                                   files={"x": ("", b"")})
+        fields = {"model": MODEL, "file_path": f"{base}/a.wav"}
+        response = await http.post("/v1/audio/transcriptions", data=fields, files={"x": ("", b"")})
     assert response.status_code == 400
     assert "TALKIES_BLOCK_PRIVATE_DOWNLOADS" in response.json()["detail"]
     assert sum(hits.values()) == before
