@@ -90,6 +90,11 @@ class ChunkSynthesizer:
     def voices(self) -> list[Voice]:
         return [Voice("alpha", default=True, origin=f"pid={os.getpid()}"), Voice("beta")]
 
+    def check_voice(self, name: str) -> None:
+        """Accepts blends of known voices ("alpha+beta"), which voices() does not list."""
+        if not all(part in ("alpha", "beta") for part in name.split("+")):
+            raise UnknownVoiceError(f"voice {name!r} not found", param="voice")
+
     def load(self) -> None:
         pass
 
@@ -97,8 +102,7 @@ class ChunkSynthesizer:
         pass
 
     def synthesize(self, request: SpeechRequest) -> Iterator[AudioChunk]:
-        if request.voice not in ("alpha", "beta"):
-            raise UnknownVoiceError(f"voice {request.voice!r} not found", param="voice")
+        self.check_voice(request.voice)
         count = int(request.options.get("chunks", 3))  # type: ignore[call-overload]
         pause = float(request.options.get("pause", 0.0))  # type: ignore[arg-type]
         marker = request.options.get("marker")

@@ -268,6 +268,9 @@ def test_voices_are_answered_in_the_parent_without_loading(make_engine: Any) -> 
     voices = engine.voices()
     assert [v.name for v in voices] == ["alpha", "beta"]
     assert voices[0].origin == f"pid={os.getpid()}"
+    engine.check_voice("alpha+beta")  # the engine's own validation, blends included
+    with pytest.raises(UnknownVoiceError):
+        engine.check_voice("alpha+nobody")
     assert engine.worker_pid is None
 
 
@@ -278,6 +281,8 @@ def test_the_proxy_has_exactly_the_capabilities_of_the_real_engine(make_engine: 
     assert isinstance(tts, Synthesizer)
     assert not isinstance(tts, Transcriber)
     assert not hasattr(tts, "transcribe")
+    assert not hasattr(asr, "check_voice")
+    assert not hasattr(asr, "voices")
     assert asr.can_translate is False  # before load: the class default, read in the parent
     asr.load()
     assert asr.can_translate is True  # after load: what the loaded engine says

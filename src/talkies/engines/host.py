@@ -49,6 +49,10 @@ from talkies.registry import ModelSpec
 
 _NO_AUDIO = np.zeros(0, dtype=np.float32)
 
+CATALOG_METHODS = frozenset({"voices", "check_voice"})
+"""Methods that must work without weights (see the Synthesizer Protocol): answered in the parent by an
+instance of the real engine class that is constructed but never loaded, without a round trip."""
+
 
 def start_helpers() -> None:
     """Start multiprocessing's resource tracker now rather than with the first worker.
@@ -70,7 +74,8 @@ class ProcessEngine:
     `isinstance(engine, Transcriber)` answers as it would for the real engine: the proxy forwards only
     what the real engine has. Its plain data attributes (e.g. `can_translate`) are read from the loaded
     engine in the worker, or, before load, from an instance of the real class constructed (never loaded)
-    here; `voices()` is answered the same way, since it must work without weights.
+    here; the catalog methods (`voices()`, and `check_voice()` where the engine has one) are answered by
+    that instance, since they must work without weights. Other methods are not forwarded.
     """
 
     isolation = "process"
@@ -180,6 +185,8 @@ class ProcessEngine:
     def __getattr__(self, name: str) -> Any:
         if name.startswith("_"):
             raise AttributeError(name)
+        if name in CATALOG_METHODS:
+            return getattr(self._local_engine(), name)
         return self._attribute(name)
 
 
