@@ -63,7 +63,10 @@ class WorkerLink:
                 self.process.join()
                 how = self._exit()
                 self.close()
-                raise ModelLoadError(f"model {self.slug!r}: the engine worker died while loading ({how})")
+                raise ModelLoadError(
+                    f"model {self.slug!r}: the engine worker died while loading ({how}); "
+                    "its traceback, if any, is in the server's log"
+                )
         try:
             message = self.conn.recv()
         except (EOFError, OSError):
@@ -71,7 +74,8 @@ class WorkerLink:
             how = self._exit()
             self.close()
             raise ModelLoadError(
-                f"model {self.slug!r}: the engine worker died while loading ({how})"
+                f"model {self.slug!r}: the engine worker died while loading ({how}); "
+                "its traceback, if any, is in the server's log"
             ) from None
         if message[0] == "load_failed":
             self.process.join(UNLOAD_GRACE)
