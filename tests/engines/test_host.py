@@ -5,6 +5,9 @@ from __future__ import annotations
 import contextlib
 import os
 import pickle
+import subprocess
+import sys
+import textwrap
 import threading
 import time
 from collections.abc import Iterator
@@ -356,3 +359,36 @@ def _total_rss(process: psutil.Process) -> int:
         with contextlib.suppress(psutil.NoSuchProcess):
             rss += child.memory_info().rss
     return rss
+
+
+def test_workers_exit_when_the_server_is_killed(tmp_path: Path) -> None:
+    """An orphaned worker never keeps a model's memory: its pipe closes and it exits, even mid-request."""
+    server = textwrap.dedent(
+        f"""
+        import threading, time
+        import numpy as np
+        from pathlib import Path
+        from talkies.engines.base import EngineContext, TranscriptionRequest
+        from talkies.engines.host import ProcessEngine
+        from talkies.registry import ModelSpec
+
+        spec = ModelSpec.model_validate({{"executor": "pocketsphinx", "slug": "orphan"}})
+        engine = ProcessEngine(spec, EngineContext("orphan", Path("/x"), "cpu"), target={ASR!r})
+        engine.load()
+        request = TranscriptionRequest(np.zeros(16, np.float32), prompt="hang")
+        threading.Thread(target=engine.transcribe, args=(request,), daemon=True).start()
+        print(engine.worker_pid, flush=True)
+        time.sleep(3600)
+        """
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+    process = subprocess.Popen([sys.executable, "-c", server], stdout=subprocess.PIPE, text=True, env=env)
+    try:
+        assert process.stdout is not None
+        worker = psutil.Process(int(process.stdout.readline()))
+        process.kill()
+        process.wait()
+        worker.wait(timeout=10)  # raises TimeoutExpired if the orphan lingers
+    finally:
+        process.kill()
+        process.wait()

@@ -46,6 +46,7 @@ class WorkerLink:
         self._death: str | None = None  # why the worker is gone, once it is
         self._reader: threading.Thread | None = None
         self._closed = False
+        self._stopping = threading.Lock()  # one kill / stop at a time
         self.blocks = BlockPool(keep=max(2, concurrency), forget=self._forget)
 
     # --- start ---------------------------------------------------------------------------------------
@@ -183,37 +184,39 @@ class WorkerLink:
     # --- stop ----------------------------------------------------------------------------------------
 
     def kill(self, reason: str) -> None:
-        with self._lock:
-            if self._closed:
-                return
-            if self._death is None:
-                self._death = f"its worker (pid {self.pid}) was killed because {reason}"
-        self.process.kill()
-        self.process.join()
-        self.close()
+        with self._stopping:
+            with self._lock:
+                if self._closed:
+                    return
+                if self._death is None:
+                    self._death = f"its worker (pid {self.pid}) was killed because {reason}"
+            self.process.kill()
+            self.process.join()
+            self.close()
 
     def stop(self, grace: float) -> None:
         """Ask the worker to exit (it unloads the engine), then SIGTERM, then SIGKILL. Always joins."""
-        with self._lock:
-            if self._closed:
-                return
-            if self._death is None:
-                self._death = f"its worker (pid {self.pid}) was stopped (the model was unloaded)"
-        try:
-            with self._send_lock:
-                self.conn.send(("exit",))
-        except (OSError, ValueError):
-            pass
-        self.process.join(grace)
-        if self.process.is_alive():
-            log.warning("model %s: worker %s did not exit in %gs; terminating", self.slug, self.pid, grace)
-            self.process.terminate()
+        with self._stopping:
+            with self._lock:
+                if self._closed:
+                    return
+                if self._death is None:
+                    self._death = f"its worker (pid {self.pid}) was stopped (the model was unloaded)"
+            try:
+                with self._send_lock:
+                    self.conn.send(("exit",))
+            except (OSError, ValueError):
+                pass
             self.process.join(grace)
-        if self.process.is_alive():
-            log.warning("model %s: worker %s ignored SIGTERM; killing", self.slug, self.pid)
-            self.process.kill()
-            self.process.join()
-        self.close()
+            if self.process.is_alive():
+                log.warning("model %s: worker %s still up after %gs; SIGTERM", self.slug, self.pid, grace)
+                self.process.terminate()
+                self.process.join(grace)
+            if self.process.is_alive():
+                log.warning("model %s: worker %s still up after SIGTERM; SIGKILL", self.slug, self.pid)
+                self.process.kill()
+                self.process.join()
+            self.close()
 
     def close(self) -> None:
         """Release the pipe, the reader thread and the process handle of a worker that has exited."""

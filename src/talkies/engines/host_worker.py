@@ -60,7 +60,7 @@ def serve(
         engine.load()
     except BaseException as exc:
         replies.send(("load_failed", pack_error(exc)))
-        return
+        _exit_now(1)
     replies.send(("ready", os.getpid(), plain_attributes(engine)))
 
     cancelled: dict[int, threading.Event] = {}
