@@ -19,7 +19,7 @@ import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from multiprocessing.connection import Connection
-from typing import Any
+from typing import Any, NoReturn
 
 from talkies.engines.base import EngineContext, SpeechRequest, TranscriptionRequest
 from talkies.engines.host_ipc import MappedBlocks, SharedArray, pack_error, plain_attributes
@@ -95,7 +95,7 @@ def serve(
     _exit_now(code)
 
 
-def _exit_now(code: int) -> None:
+def _exit_now(code: int) -> NoReturn:
     """Exit without the interpreter's teardown, as multiprocessing does for forked children.
 
     The engine has let go of its files and devices; collecting torch, spaCy, ... module by module takes
