@@ -9,8 +9,9 @@ stack, measures its total RSS (parent plus every descendant, psutil) idle, loads
 the engine in a worker process and once in-process.
 
 latency: the same model loaded twice in this process, in-process and behind a ProcessEngine, requests
-alternating between the two (so drift and neighbours' load hit both alike), --runs each; medians, and the
-median of the paired differences (process minus in-process). Requests: a 5 s transcription on a
+alternating between the two in ABBA order (so drift, neighbours' load and order effects hit both alike),
+--runs each; medians, and the median of the paired differences (process minus in-process); 0.3 s pause before each timed request so
+that neither side runs while the other's threads still spin. Requests: a 5 s transcription on a
 whisper-tiny-shaped model (random weights, decoding bounded to a fixed number of tokens) and a short
 synthesis on every TTS engine built here. `echo` is a test engine that does no work, so its figures are
 the boundary alone (request pickling, shared memory for the audio, two pipe hops, result unpickling).
@@ -132,10 +133,20 @@ def _request(item: Subject, engine: Any) -> Callable[[], object]:
     return lambda: sum(len(chunk.pcm) for chunk in engine.synthesize(speech))
 
 
-def _timed(call: Callable[[], object]) -> float:
+def _timed(call: Callable[[], object], settle: float = 0.0) -> float:
+    time.sleep(settle)  # lets the other side's threads go idle (runtimes spin-wait after work)
     start = time.perf_counter()
     call()
     return time.perf_counter() - start
+
+
+def _pair(calls: tuple[Callable[[], object], ...], settle: float, *, flip: bool) -> tuple[float, float]:
+    """(in-process, process) times of one round; every other round runs the process request first."""
+    if flip:
+        proc = _timed(calls[1], settle)
+        return _timed(calls[0], settle), proc
+    inproc = _timed(calls[0], settle)
+    return inproc, _timed(calls[1], settle)
 
 
 def bench_latency(items: list[Subject], runs: int) -> None:
@@ -157,7 +168,8 @@ def bench_latency(items: list[Subject], runs: int) -> None:
             calls = (_request(item, local), _request(item, remote))
             for call in calls:
                 call(), call()  # warm-up
-            pairs = [(_timed(calls[0]), _timed(calls[1])) for _ in range(runs)]
+            settle = 0.0 if item.name == "echo" else 0.3
+            pairs = [_pair(calls, settle, flip=bool(i % 2)) for i in range(runs)]
         finally:
             remote.unload()
             local.unload()
