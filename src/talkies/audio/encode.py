@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -64,7 +64,8 @@ def normalize_speech_format(name: str | None) -> str:
 def to_int16(pcm: npt.NDArray[np.floating[Any]]) -> npt.NDArray[np.int16]:
     """Float in [-1, 1] -> int16, clipping anything outside instead of wrapping around."""
     scaled = np.clip(np.asarray(pcm, dtype=np.float32), -1.0, 1.0) * 32767.0
-    return np.rint(scaled).astype(np.int16)
+    rounded: npt.NDArray[np.int16] = np.rint(scaled).astype(np.int16)
+    return rounded
 
 
 def wav_header(data_bytes: int, sample_rate: int = TTS_SAMPLE_RATE, channels: int = 1) -> bytes:
@@ -194,11 +195,11 @@ class _Muxer:
         try:
             self._container: OutputContainer = av.open(
                 self._sink, mode="w", format=muxer, container_options=_MUXER_OPTIONS.get(muxer, {}))
-            stream: AudioStream = self._container.add_stream(codec, rate=rate, options=options)
+            stream = cast("AudioStream", self._container.add_stream(codec, rate=rate, options=options))
             stream.layout = "mono"
             if bit_rate is not None:
                 stream.bit_rate = bit_rate
-            self._stream = stream
+            self._stream: AudioStream = stream
             self._container.start_encoding()
             frame_size = stream.codec_context.frame_size or None
             self._resampler: AudioResampler = av.AudioResampler(
@@ -244,8 +245,9 @@ class _Muxer:
 
 
 def _frame(samples: npt.NDArray[np.float32], rate: int, pts: int) -> Any:
-    import av
     from fractions import Fraction
+
+    import av
 
     frame = av.AudioFrame.from_ndarray(samples.reshape(1, -1), format="flt", layout="mono")
     frame.sample_rate = rate
