@@ -89,8 +89,10 @@ def speak_clip(seconds: float) -> np.ndarray:
     pieces, total, i = [], 0.0, 0
     while total < seconds:
         wav = subprocess.run(
-            ["espeak-ng", "--stdout", "-v", "en-us+klatt"], input=SENTENCES[i % len(SENTENCES)].encode(),
-            capture_output=True, check=True,
+            ["espeak-ng", "--stdout", "-v", "en-us+klatt"],
+            input=SENTENCES[i % len(SENTENCES)].encode(),
+            capture_output=True,
+            check=True,
         ).stdout
         pcm, rate = parse_wav(wav)
         pcm = resample(pcm, rate, RATE)
@@ -147,19 +149,33 @@ def main() -> None:
         '{"models": {"pocketsphinx-en-us": {"executor": "pocketsphinx"},'
         ' "espeak-ng": {"executor": "espeak", "default_voice": "en-us"}}}'
     )
-    settings = load_settings(models_file=registry, data_dir=tmp / "data", sweeper_interval=0,
-                             engine_isolation="inprocess", device="cpu")
+    settings = load_settings(
+        models_file=registry,
+        data_dir=tmp / "data",
+        sweeper_interval=0,
+        engine_isolation="inprocess",
+        device="cpu",
+    )
     clips = {"5s": speak_clip(5.0), "60s": speak_clip(60.0)}
     texts = {"5s": " ".join(SENTENCES[:2]), "60s": " ".join(SENTENCES * 7)}
     print(f"cpu cores: {len(__import__('os').sched_getaffinity(0))}; python {sys.version.split()[0]}")
     print()
     print("ASR  pocketsphinx-en-us, response_format=verbose_json (medians)")
-    print(f"{'clip':>5} {'request s':>10} {'engine s':>9} {'overhead s':>11} {'ratio':>7} "
-          f"{'decode s':>9} {'VAD s':>7}")
-    with serve(create_app(settings, engine_factory=factory)) as url, httpx.Client(base_url=url, timeout=600) as client:
-        client.post("/v1/audio/speech", json={"model": "espeak-ng", "input": "warm up", "response_format": "wav"})
+    print(
+        f"{'clip':>5} {'request s':>10} {'engine s':>9} {'overhead s':>11} {'ratio':>7} "
+        f"{'decode s':>9} {'VAD s':>7}"
+    )
+    with (
+        serve(create_app(settings, engine_factory=factory)) as url,
+        httpx.Client(base_url=url, timeout=600) as client,
+    ):
+        client.post(
+            "/v1/audio/speech", json={"model": "espeak-ng", "input": "warm up", "response_format": "wav"}
+        )
         warm = wav_bytes(clips["5s"])
-        client.post("/v1/audio/transcriptions", data={"model": "pocketsphinx-en-us"}, files={"file": ("w.wav", warm)})
+        client.post(
+            "/v1/audio/transcriptions", data={"model": "pocketsphinx-en-us"}, files={"file": ("w.wav", warm)}
+        )
         for name, pcm in clips.items():
             body = wav_bytes(pcm)
             path = tmp / f"{name}.wav"
@@ -185,13 +201,17 @@ def main() -> None:
                     vads.append(time.perf_counter() - t)
             total, engine = med(totals), med(engines)
             vad = f"{med(vads):7.3f}" if vads else f"{'-':>7}"
-            print(f"{name:>5} {total:10.3f} {engine:9.3f} {total - engine:11.3f} "
-                  f"{(total - engine) / engine:7.1%} {med(decodes):9.3f} {vad}")
+            print(
+                f"{name:>5} {total:10.3f} {engine:9.3f} {total - engine:11.3f} "
+                f"{(total - engine) / engine:7.1%} {med(decodes):9.3f} {vad}"
+            )
 
         print()
         print("TTS  espeak-ng (medians)")
-        print(f"{'text':>5} {'format':>6} {'audio s':>8} {'request s':>10} {'engine s':>9} {'overhead s':>11} "
-              f"{'ratio':>7} {'encode s':>9}")
+        print(
+            f"{'text':>5} {'format':>6} {'audio s':>8} {'request s':>10} {'engine s':>9} {'overhead s':>11} "
+            f"{'ratio':>7} {'encode s':>9}"
+        )
         for name, text in texts.items():
             for fmt in ("wav", "mp3", "opus"):
                 totals, engines, encodes, seconds = [], [], [], 0.0
@@ -205,7 +225,8 @@ def main() -> None:
                     response.raise_for_status()
                     engines.append(sum(log))
                     pcm_response = client.post(
-                        "/v1/audio/speech", json={"model": "espeak-ng", "input": text, "response_format": "pcm"}
+                        "/v1/audio/speech",
+                        json={"model": "espeak-ng", "input": text, "response_format": "pcm"},
                     )
                     pcm = np.frombuffer(pcm_response.content, dtype="<i2").astype(np.float32) / 32768
                     seconds = len(pcm) / 24000
@@ -213,8 +234,10 @@ def main() -> None:
                     encode_speech([pcm], fmt)
                     encodes.append(time.perf_counter() - t)
                 total, engine = med(totals), med(engines)
-                print(f"{name:>5} {fmt:>6} {seconds:8.1f} {total:10.3f} {engine:9.3f} {total - engine:11.3f} "
-                      f"{(total - engine) / engine:7.1%} {med(encodes):9.3f}")
+                print(
+                    f"{name:>5} {fmt:>6} {seconds:8.1f} {total:10.3f} {engine:9.3f} {total - engine:11.3f} "
+                    f"{(total - engine) / engine:7.1%} {med(encodes):9.3f}"
+                )
 
 
 if __name__ == "__main__":
