@@ -199,10 +199,15 @@ class SpeechService:
             specs = [s for s in specs if self.pool.unavailable_reason(s.slug) is None]
         entries = []
         for spec in specs:
-            engine = self._catalog_engine(spec)
+            try:
+                engine = self._catalog_engine(spec)
+                listed = self._voices_of(engine)
+            except EngineUnavailableError:
+                if model is not None:
+                    raise
+                continue  # e.g. espeak-ng not installed: the full catalog lists what can speak
             entries += [
-                VoiceEntry(voice=v.name, model=spec.slug, default=v.default, origin=v.origin)
-                for v in self._voices_of(engine)
+                VoiceEntry(voice=v.name, model=spec.slug, default=v.default, origin=v.origin) for v in listed
             ]
         return entries
 
