@@ -32,6 +32,14 @@ def base_url(tmp_path: Path) -> Iterator[str]:
         yield url
 
 
+@pytest.fixture
+def recording(tmp_path: Path) -> bytes:
+    """A real espeak-ng recording (`espeak-ng -w`), as a user would stage it."""
+    path = tmp_path / "weather.wav"
+    subprocess.run(["espeak-ng", "-v", VOICE, "-w", str(path), SENTENCE], check=True)
+    return path.read_bytes()
+
+
 async def _session(url: str) -> AsyncIterator[ClientSession]:
     async with (
         httpx2.AsyncClient(timeout=httpx2.Timeout(30, read=300)) as http,
@@ -49,14 +57,11 @@ async def _call(session: ClientSession, tool: str, **arguments: Any) -> Any:
     return text if tool == "transcribe" else json.loads(text)
 
 
-async def test_put_transcribe_speak_get(base_url: str, tmp_path: Path) -> None:
-    recording = tmp_path / "weather.wav"
-    subprocess.run(["espeak-ng", "-v", VOICE, "-w", str(recording), SENTENCE], check=True)
-
+async def test_put_transcribe_speak_get(base_url: str, recording: bytes) -> None:
     async for session in _session(f"{base_url}/v1/mcp"):
         staged = await _call(session, "put_file", path="in/weather.wav",
-                             content_base64=base64.b64encode(recording.read_bytes()).decode())
-        assert staged["size"] == recording.stat().st_size
+                             content_base64=base64.b64encode(recording).decode())
+        assert staged["size"] == len(recording)
 
         body = await _call(session, "transcribe", file_path="in/weather.wav", model="pocketsphinx-en-us")
         assert word_overlap(SENTENCE, json.loads(body)["text"]) >= 0.6
