@@ -18,6 +18,7 @@ from talkies.api.errors import install_error_handlers
 from talkies.api.mcp import install_mcp
 from talkies.api.middleware import BearerAuthMiddleware, RequestContextMiddleware
 from talkies.device import resolve_device
+from talkies.engines import make_engine_factory
 from talkies.errors import ConfigError
 from talkies.pool import Clock, EngineFactory, ModelPool
 from talkies.registry import Registry, default_models_file, load_registry
@@ -51,7 +52,8 @@ def create_app(
     device = resolve_device(settings.device)
     registry = build_registry(settings, device)
     pool_kwargs = {"clock": clock} if clock else {}
-    pool = ModelPool(registry, settings, device=device, engine_factory=engine_factory, **pool_kwargs)
+    factory = engine_factory or make_engine_factory(settings)  # worker processes per TALKIES_ENGINE_ISOLATION
+    pool = ModelPool(registry, settings, device=device, engine_factory=factory, **pool_kwargs)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
