@@ -41,6 +41,9 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(302, b"", {"Location": target})
         elif path == "/to-metadata":
             self._send(302, b"", {"Location": "http://169.254.169.254/latest/meta-data/"})
+        elif path == "/stall":
+            time.sleep(1.5)
+            self._send(200, CLIP)
         elif path == "/slow.wav":
             time.sleep(0.4)
             self._send(200, CLIP)
@@ -195,6 +198,13 @@ async def test_size_cap_removes_partial_file(server: _Server, store: FileStore,
     with pytest.raises(DownloadError, match="TALKIES_MAX_DOWNLOAD_BYTES"):
         await downloads.fetch(f"{server.base}/big-sized")
     assert server.hits["/big-unsized"] == 1
+    assert _download_files(store) == []
+
+
+async def test_read_timeout(server: _Server, store: FileStore, backend: RecordingBackend) -> None:
+    downloads = Downloader(store, max_bytes=100_000, network_backend=backend, read_timeout=0.3)
+    with pytest.raises(DownloadError, match="ReadTimeout"):
+        await downloads.fetch(f"{server.base}/stall")
     assert _download_files(store) == []
 
 
