@@ -69,6 +69,10 @@ async def test_initialize_list_tools_and_files(server: str) -> None:
         assert "TALKIES_MAX_UPLOAD_BYTES" in too_big.content[0].text
         bad = await session.call_tool("put_file", {"path": "x.bin", "content_base64": "not base64!"})
         assert bad.is_error
+        assert "not valid base64" in bad.content[0].text
+        wrapped = base64.encodebytes(data).decode()  # MIME-style, a newline every 76 characters
+        assert _payload(await session.call_tool("put_file", {"path": "w.bin", "content_base64": wrapped}))[
+            "size"] == len(data)
         models = _payload(await session.call_tool("list_models", {}))["models"]
         assert {m["modality"] for m in models} == {"asr", "tts"}
         assert all(m["loaded"] is False for m in models)

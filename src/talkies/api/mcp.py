@@ -161,6 +161,7 @@ class _Tools:
 
 
 def _decode_base64(text: str) -> bytes:
+    text = "".join(text.split())  # MIME-style line breaks are common; anything else must be base64
     try:
         return base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError) as exc:
