@@ -67,6 +67,13 @@ async def test_upload_cap_declared_and_streamed(client: httpx.AsyncClient, app: 
     assert list(files_root(app).iterdir()) == []
 
 
+async def test_413_stops_reading_the_body(app: FastAPI) -> None:
+    body = [{"type": "http.request", "body": b"x" * 1000, "more_body": True} for _ in range(100)]
+    assert await _call(app, "PUT", b"/v1/files/big.bin", body) == 413
+    assert len(body) >= 94  # refused at the 5th KB of a 100 KB body (cap 4096)
+    assert list(files_root(app).iterdir()) == []
+
+
 async def test_symlink_is_404(client: httpx.AsyncClient, app: FastAPI, tmp_path: Path) -> None:
     secret = tmp_path / "secret.txt"
     secret.write_text("secret")
@@ -81,8 +88,9 @@ async def _call(
     fail_with: Exception | None = None,
 ) -> int:
     """Drive the ASGI app directly: a raw, un-normalised path and a scripted body. Once the script is
-    spent, `receive` raises `fail_with` (a broken transport) or reports a client disconnect."""
-    script = list(messages)
+    spent, `receive` raises `fail_with` (a broken transport) or reports a client disconnect. Messages are
+    consumed from `messages` itself, so a caller can see how much of the body was read."""
+    script = messages
     sent: list[dict[str, Any]] = []
 
     async def receive() -> dict[str, Any]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import sys
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
@@ -15,7 +16,7 @@ from mcp.client.streamable_http import streamable_http_client
 
 from talkies.api.app import create_app
 from talkies.settings import Settings
-from tests.server import serve
+from tests.server import asgi_client, serve
 
 pytestmark = pytest.mark.anyio
 TOKEN = "mcp-s3cret"
@@ -69,6 +70,10 @@ async def test_initialize_list_tools_and_files(server: str) -> None:
         assert "TALKIES_MAX_UPLOAD_BYTES" in too_big.content[0].text
         bad = await session.call_tool("put_file", {"path": "x.bin", "content_base64": "not base64!"})
         assert bad.is_error
+        assert "not valid base64" in bad.content[0].text
+        wrapped = base64.encodebytes(data).decode()  # MIME-style, a newline every 76 characters
+        assert _payload(await session.call_tool("put_file", {"path": "w.bin", "content_base64": wrapped}))[
+            "size"] == len(data)
         models = _payload(await session.call_tool("list_models", {}))["models"]
         assert {m["modality"] for m in models} == {"asr", "tts"}
         assert all(m["loaded"] is False for m in models)
@@ -92,3 +97,13 @@ async def test_auth_is_required(make_settings: Callable[..., Settings]) -> None:
         assert refused.headers["www-authenticate"] == "Bearer"
         async for session in _session(f"{base}/v1/mcp", headers={"Authorization": f"Bearer {TOKEN}"}):
             assert len((await session.list_tools()).tools) == 8
+
+
+async def test_without_the_mcp_extra_the_app_still_starts(
+    make_settings: Callable[..., Settings], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "mcp.server.mcpserver", None)  # as if `mcp` were not installed
+    app = create_app(make_settings())
+    async with asgi_client(app) as http:
+        assert (await http.post("/v1/mcp", json={})).status_code == 404
+        assert (await http.get("/v1/files")).status_code == 200

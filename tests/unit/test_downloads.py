@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import ipaddress
+import ssl
+import subprocess
 import threading
 import time
 import typing
@@ -41,6 +43,9 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(302, b"", {"Location": target})
         elif path == "/to-metadata":
             self._send(302, b"", {"Location": "http://169.254.169.254/latest/meta-data/"})
+        elif path == "/stall":
+            time.sleep(1.5)
+            self._send(200, CLIP)
         elif path == "/slow.wav":
             time.sleep(0.4)
             self._send(200, CLIP)
@@ -198,6 +203,13 @@ async def test_size_cap_removes_partial_file(server: _Server, store: FileStore,
     assert _download_files(store) == []
 
 
+async def test_read_timeout(server: _Server, store: FileStore, backend: RecordingBackend) -> None:
+    downloads = Downloader(store, max_bytes=100_000, network_backend=backend, read_timeout=0.3)
+    with pytest.raises(DownloadError, match="ReadTimeout"):
+        await downloads.fetch(f"{server.base}/stall")
+    assert _download_files(store) == []
+
+
 async def test_http_errors_and_bad_urls(server: _Server, store: FileStore, backend: RecordingBackend) -> None:
     downloads = _downloader(store, backend)
     with pytest.raises(DownloadError, match="HTTP 404"):
@@ -326,3 +338,49 @@ async def test_resolve_file_path(server: _Server, store: FileStore, backend: Rec
         await resolve_file_path("../etc/passwd", files=store, downloads=downloads)
     url = f"{server.base}/clip.wav"
     assert (await resolve_file_path(url, files=store, downloads=downloads)).read_bytes() == CLIP
+
+
+@pytest.fixture(scope="module")
+def tls_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[_Server, Path, list[str]]]:
+    """An HTTPS server on loopback with a self-signed certificate for media.example; records SNI names."""
+    tmp = tmp_path_factory.mktemp("tls")
+    cert, key = tmp / "cert.pem", tmp / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+         "-keyout", str(key), "-out", str(cert), "-days", "1", "-subj", "/CN=media.example",
+         "-addext", "subjectAltName=DNS:media.example"],
+        check=True, capture_output=True,
+    )
+    names: list[str] = []
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    context.sni_callback = lambda _sock, name, _ctx: names.append(name) or None  # type: ignore[func-returns-value]
+    srv = _Server()
+    srv.socket = context.wrap_socket(srv.socket, server_side=True)
+    thread = threading.Thread(target=srv.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    yield srv, cert, names
+    srv.shutdown()
+    srv.server_close()
+    thread.join(5)
+
+
+async def test_https_to_a_pinned_address_keeps_sni_and_certificate_checks(
+    tls_server: tuple[_Server, Path, list[str]], store: FileStore, backend: RecordingBackend
+) -> None:
+    srv, cert, names = tls_server
+
+    async def resolver(host: str, port: int) -> list[str]:
+        return ["127.0.0.1"]
+
+    trusted = ssl.create_default_context(cafile=str(cert))
+    downloads = _downloader(store, backend, resolver=resolver, ssl_context=trusted)
+    path = await downloads.fetch(f"https://media.example:{srv.port}/clip.wav")
+    assert path.read_bytes() == CLIP
+    assert backend.dialled == ["127.0.0.1"]  # dialled the checked address...
+    assert names == ["media.example"]  # ...while TLS spoke to the hostname
+    assert srv.hosts[-1] == f"media.example:{srv.port}"
+
+    # The certificate is still checked against the hostname: another name on the same address fails.
+    with pytest.raises(DownloadError, match=r"(?i)certificate"):
+        await downloads.fetch(f"https://other.example:{srv.port}/clip.wav")

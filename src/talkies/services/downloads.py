@@ -345,10 +345,10 @@ class Downloader:
                     raise self._too_large(url)
                 buffer += chunk
                 if len(buffer) >= _WRITE_BUFFER:
-                    await anyio.to_thread.run_sync(writer.write, bytes(buffer))
-                    buffer.clear()
+                    full, buffer = buffer, bytearray()  # hand the buffer over, no copy
+                    await anyio.to_thread.run_sync(writer.write, full)
             if buffer:
-                await anyio.to_thread.run_sync(writer.write, bytes(buffer))
+                await anyio.to_thread.run_sync(writer.write, buffer)
             await anyio.to_thread.run_sync(writer.commit)
         except BaseException:
             with anyio.CancelScope(shield=True):

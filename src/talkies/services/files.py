@@ -234,10 +234,10 @@ class FileStore:
                     raise PayloadTooLargeError(f"upload exceeds TALKIES_MAX_UPLOAD_BYTES ({cap} bytes)")
                 buffer += chunk
                 if len(buffer) >= _WRITE_BUFFER:
-                    await anyio.to_thread.run_sync(writer.write, bytes(buffer))
-                    buffer.clear()
+                    full, buffer = buffer, bytearray()  # hand the buffer over, no copy
+                    await anyio.to_thread.run_sync(writer.write, full)
             if buffer:
-                await anyio.to_thread.run_sync(writer.write, bytes(buffer))
+                await anyio.to_thread.run_sync(writer.write, buffer)
             await anyio.to_thread.run_sync(writer.commit)
         except BaseException:
             with anyio.CancelScope(shield=True):
@@ -339,7 +339,7 @@ class _AtomicWriter:
             self._prune_created()
             raise
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: bytes | bytearray) -> None:
         view = memoryview(data)
         while view:
             written = os.write(self._fd, view)
