@@ -5,7 +5,7 @@ from typing import Any
 
 import pytest
 
-from talkies.engines import EXECUTORS, unavailable_reason
+from talkies.engines import unavailable_reason
 from talkies.registry import ModelSpec
 
 
