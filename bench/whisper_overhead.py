@@ -1,0 +1,287 @@
+"""Whisper through talkies vs faster-whisper called directly, and long files sequential vs batched.
+
+    python bench/whisper_overhead.py                 # everything (about 5 minutes on 2 cores)
+    python bench/whisper_overhead.py --parts long    # one part: overhead, long
+
+Model: a whisper-tiny-shaped CT2 model (384-d, 4+4 layers, random weights, int8) built offline by
+tests/fixtures/whisper.py. Random weights decode nonsense until the token limit, so decoding is bounded
+the same way on both sides (greedy, temperature 0 without fallback, `max_new_tokens`, no previous-text
+conditioning); the work per request is therefore the same, which is what an overhead ratio needs.
+
+overhead: end-to-end HTTP (multipart upload of a WAV file to /v1/audio/transcriptions on a uvicorn
+server in a subprocess, response_format=json) vs `WhisperModel.transcribe(same file)` in this process,
+median of --runs runs each, for a 5 s and a 60 s clip. A 60 s file goes through the server's VAD and the
+batched path, so its direct twin is `BatchedInferencePipeline.transcribe(file)` (faster-whisper's own
+VAD + batching): the thing a user would otherwise write.
+
+long: a 10-minute file through the engine, sequential (Whisper's 30 s sliding window) vs batched (the
+server's VAD regions packed into 30 s clips, `batch_size` clips per forward pass); audio-seconds/second.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT / "src"), str(ROOT)]
+
+from tests.fixtures.speech import SAMPLE_RATE, long_speech, speech_clip, write_wav  # noqa: E402
+from tests.fixtures.whisper import build_whisper  # noqa: E402
+
+from talkies.engines.base import EngineContext, Region, TranscriptionRequest  # noqa: E402
+from talkies.registry import ModelSpec  # noqa: E402
+
+MAX_NEW_TOKENS = 32
+BOUNDED: dict[str, Any] = {
+    "beam_size": 1,
+    "max_new_tokens": MAX_NEW_TOKENS,
+    "condition_on_previous_text": False,
+}
+DIRECT: dict[str, Any] = {**BOUNDED, "language": "en", "temperature": 0.0, "word_timestamps": True}
+SLUG = "whisper-tiny"
+
+
+def median_time(fn: Callable[[], object], runs: int) -> tuple[float, list[float]]:
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times), times
+
+
+# --- direct ----------------------------------------------------------------------------------------------
+
+
+def direct_call(model: Any, path: Path, batched: bool) -> Callable[[], object]:
+    from faster_whisper import BatchedInferencePipeline
+
+    if batched:
+        pipeline = BatchedInferencePipeline(model)
+        kwargs = {k: v for k, v in DIRECT.items() if k != "condition_on_previous_text"}
+        return lambda: list(
+            pipeline.transcribe(str(path), batch_size=8, without_timestamps=False, **kwargs)[0]
+        )
+    return lambda: list(model.transcribe(str(path), **DIRECT)[0])
+
+
+# --- HTTP ------------------------------------------------------------------------------------------------
+
+
+def serve(port: int, data_dir: Path, threads: int) -> None:
+    """The server half (run in a subprocess): the real app, whose engine factory adds the bounds."""
+    import json
+
+    import uvicorn
+
+    from talkies.api.app import create_app
+    from talkies.engines import create_engine
+    from talkies.settings import load_settings
+
+    registry = data_dir / "models.json"
+    registry.write_text(json.dumps({"models": {SLUG: {"executor": "whisper", "repo": "test/whisper-tiny"}}}))
+
+    def bounded(spec: ModelSpec, context: EngineContext) -> Any:
+        return create_engine(spec, replace(context, options={**context.options, **BOUNDED}))
+
+    settings = load_settings(models_file=registry, data_dir=data_dir, cpu_threads=threads, device="cpu")
+    app = create_app(settings, engine_factory=bounded)
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
+
+
+@contextlib.contextmanager
+def server(threads: int) -> Iterator[str]:
+    import socket
+
+    import httpx
+    from tests.fixtures.cache import install_snapshot
+
+    with tempfile.TemporaryDirectory() as tmp:
+        data_dir = Path(tmp)
+        install_snapshot(build_whisper("tiny"), data_dir, SLUG)
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        proc = subprocess.Popen(
+            [sys.executable, __file__, "--serve", str(port), str(data_dir), str(threads)],
+            env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        )
+        url = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.monotonic() + 60
+            while True:
+                with contextlib.suppress(httpx.HTTPError):
+                    if httpx.get(f"{url}/health", timeout=1).status_code < 500:
+                        break
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("the benchmark server did not start")
+                time.sleep(0.2)
+            yield url
+        finally:
+            proc.terminate()
+            proc.wait(30)
+
+
+def http_call(client: Any, url: str, path: Path) -> Callable[[], object]:
+    data = path.read_bytes()
+    form = {"model": SLUG, "language": "en", "temperature": "0", "response_format": "json"}
+
+    def call() -> object:
+        response = client.post(
+            f"{url}/v1/audio/transcriptions", data=form, files={"file": (path.name, data, "audio/wav")}
+        )
+        response.raise_for_status()
+        return response.json()
+
+    return call
+
+
+def overhead(runs: int, threads: int) -> None:
+    import httpx
+    from faster_whisper import WhisperModel
+
+    with tempfile.TemporaryDirectory() as tmp:
+        clips = {
+            5: write_wav(Path(tmp) / "5s.wav", speech_clip(5.0)),
+            60: write_wav(Path(tmp) / "60s.wav", long_speech(60.0).audio),
+        }
+        model = WhisperModel(
+            str(build_whisper("tiny")), device="cpu", compute_type="int8", cpu_threads=threads
+        )
+        direct = {}
+        for seconds, path in clips.items():
+            call = direct_call(model, path, batched=seconds > 30)
+            call()  # warm-up
+            direct[seconds] = median_time(call, runs)
+        del model
+        with server(threads) as url, httpx.Client(timeout=600) as client:
+            probe = client.post(f"{url}/v1/audio/transcriptions", data={"model": SLUG})
+            if probe.status_code == 404 and "Not Found" in probe.text:
+                print("HTTP half skipped: this build has no /v1/audio/transcriptions route yet")
+                http: dict[int, tuple[float, list[float]]] = {}
+            else:
+                http = {}
+                for seconds, path in clips.items():
+                    call = http_call(client, url, path)
+                    call()  # warm-up: loads the model
+                    http[seconds] = median_time(call, runs)
+    print(f"\n## overhead (tiny shape, {threads} threads, median of {runs}, max_new_tokens={MAX_NEW_TOKENS})")
+    print("| clip | direct faster-whisper | talkies HTTP | ratio | extra |")
+    print("|---|---|---|---|---|")
+    for seconds in clips:
+        d = direct[seconds][0]
+        if seconds in http:
+            h = http[seconds][0]
+            extra = (h - d) * 1000
+            print(f"| {seconds} s | {d * 1000:.0f} ms | {h * 1000:.0f} ms | {h / d:.3f} | {extra:+.0f} ms |")
+        else:
+            print(f"| {seconds} s | {d * 1000:.0f} ms | - | - | - |")
+
+
+# --- long file -------------------------------------------------------------------------------------------
+
+
+def vad_regions(audio: Any) -> tuple[tuple[Region, ...], float, str]:
+    """The server's VAD when this build has it, else faster-whisper's (the same Silero network)."""
+    start = time.perf_counter()
+    try:
+        from talkies.audio.vad import VadOptions, speech_regions
+
+        regions = tuple(speech_regions(audio, VadOptions()))
+        source = "talkies.audio.vad"
+    except ImportError:
+        from faster_whisper.vad import VadOptions as FwVad
+        from faster_whisper.vad import get_speech_timestamps
+
+        spans = get_speech_timestamps(audio, FwVad(min_silence_duration_ms=500, speech_pad_ms=200))
+        regions = tuple(Region(s["start"] / SAMPLE_RATE, s["end"] / SAMPLE_RATE) for s in spans)
+        source = "faster_whisper.vad"
+    return regions, time.perf_counter() - start, source
+
+
+def count_encoder_windows(engine: Any) -> list[int]:
+    """Count the 30 s windows the encoder sees (the cost that batching and packing cut)."""
+    counter = [0]
+    model = engine._model
+    encode = model.encode
+
+    def counting(features: Any) -> Any:
+        counter[0] += features.shape[0] if features.ndim == 3 else 1
+        return encode(features)
+
+    model.encode = counting
+    return counter
+
+
+def long_file(threads: int, minutes: float, unpacked: bool) -> None:
+    from talkies.engines.whisper import WhisperEngine
+
+    speech = long_speech(minutes * 60)
+    regions, vad_s, vad_source = vad_regions(speech.audio)
+    spec = ModelSpec(slug=SLUG, executor="whisper", repo="test/whisper-tiny")
+    rows = []
+    paths = [
+        ("sequential (30 s sliding window)", 1, 3.0, False),
+        ("batched, packed clips, batch 1", 1, 3.0, True),
+        ("batched, packed clips, batch 8", 8, 3.0, True),
+        ("batched, packed clips, batch 16", 16, 3.0, True),
+    ]
+    if unpacked:  # one 30 s encoder window per utterance: slow, so only on request
+        paths.insert(1, ("batched, one clip per VAD region, batch 8", 8, 0.0, True))
+    for label, batch_size, gap, use_regions in paths:
+        options = {**BOUNDED, "batch_size": batch_size, "max_region_gap": gap}
+        context = EngineContext(SLUG, build_whisper("tiny"), "cpu", threads, options)
+        engine = WhisperEngine(spec, context)
+        engine.load()
+        encoded = count_encoder_windows(engine)
+        request = TranscriptionRequest(
+            audio=speech.audio, language="en", temperature=0.0, regions=regions if use_regions else None
+        )
+        start = time.perf_counter()
+        result = engine.transcribe(request)
+        elapsed = time.perf_counter() - start
+        engine.unload()
+        rows.append((label, elapsed, len(result.segments), encoded[0]))
+    print(
+        f"\n## long file ({minutes:.0f} min, tiny shape, {threads} threads, max_new_tokens={MAX_NEW_TOKENS})"
+    )
+    print(f"VAD ({vad_source}): {len(regions)} regions in {vad_s:.2f} s (not in the batched times below)")
+    print("| path | time | audio-s/s | segments | 30 s windows encoded |")
+    print("|---|---|---|---|---|")
+    for label, elapsed, segments, windows in rows:
+        print(f"| {label} | {elapsed:.1f} s | {speech.duration / elapsed:.1f} | {segments} | {windows} |")
+
+
+def main() -> None:
+    if len(sys.argv) == 5 and sys.argv[1] == "--serve":
+        serve(int(sys.argv[2]), Path(sys.argv[3]), int(sys.argv[4]))
+        return
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--parts", default="overhead,long")
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=min(2, len(os.sched_getaffinity(0))))
+    parser.add_argument("--minutes", type=float, default=10.0)
+    parser.add_argument("--unpacked", action="store_true", help="also time one clip per VAD region")
+    args = parser.parse_args()
+    parts = args.parts.split(",")
+    if "overhead" in parts:
+        overhead(args.runs, args.threads)
+    if "long" in parts:
+        long_file(args.threads, args.minutes, args.unpacked)
+
+
+if __name__ == "__main__":
+    main()
