@@ -41,6 +41,7 @@ def _models(settings: Settings) -> int:
     from talkies.api.app import build_registry
     from talkies.device import resolve_device
     from talkies.engines import unavailable_reason
+    from talkies.engines.snapshot import snapshot_present
 
     device = resolve_device(settings.device)
     registry = build_registry(settings, device)
@@ -48,6 +49,8 @@ def _models(settings: Settings) -> int:
     for spec in registry.models.values():
         reason = unavailable_reason(spec, device)
         state = "ready" if reason is None else f"unavailable: {reason}"
+        if reason is None and spec.repo and not snapshot_present(settings.models_dir / spec.slug):
+            state = f"ready, snapshot not downloaded yet (talkies download {spec.slug})"
         print(f"{spec.slug:32} {spec.kind:3} {spec.executor:18} {state}")
     return 0
 
@@ -55,10 +58,13 @@ def _models(settings: Settings) -> int:
 def _download(settings: Settings, slugs: Sequence[str]) -> int:
     from talkies.api.app import build_registry
     from talkies.device import resolve_device
+    from talkies.engines import unavailable_reason
     from talkies.engines.snapshot import ensure_snapshot
 
-    registry = build_registry(settings, resolve_device(settings.device))
+    device = resolve_device(settings.device)
+    registry = build_registry(settings, device)
     wanted = list(slugs) or list(registry.models)
+    failed: list[str] = []
     for slug in wanted:
         spec = registry.get(slug)
         if spec is None:
@@ -66,10 +72,19 @@ def _download(settings: Settings, slugs: Sequence[str]) -> int:
         if not spec.repo:
             print(f"{slug}: weight-free, nothing to download")
             continue
+        reason = unavailable_reason(spec, device)
+        if reason and not slugs:  # prefetching everything: skip what could not run here anyway
+            print(f"{slug}: skipped ({reason})")
+            continue
         patterns = [spec.gguf_file] if spec.gguf_file else None
-        path = ensure_snapshot(slug, spec.repo, settings.models_dir / slug, allow_patterns=patterns)
+        try:
+            path = ensure_snapshot(slug, spec.repo, settings.models_dir / slug, allow_patterns=patterns)
+        except TalkiesError as exc:
+            failed.append(slug)
+            print(f"{slug}: FAILED: {exc.message}", file=sys.stderr)
+            continue
         print(f"{slug}: {path}")
-    return 0
+    return 1 if failed else 0
 
 
 def build_parser() -> argparse.ArgumentParser:

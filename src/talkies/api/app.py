@@ -10,13 +10,15 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from talkies import __version__
-from talkies.api import system
+from talkies.api import audio, system
 from talkies.api.errors import install_error_handlers
 from talkies.api.middleware import BearerAuthMiddleware, RequestContextMiddleware
 from talkies.device import resolve_device
 from talkies.errors import ConfigError
 from talkies.pool import Clock, EngineFactory, ModelPool
 from talkies.registry import Registry, default_models_file, load_registry
+from talkies.services.speech import SpeechService
+from talkies.services.transcription import TranscriptionService
 from talkies.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -70,8 +72,11 @@ def create_app(
     app.state.registry = registry
     app.state.pool = pool
     app.state.device = device
+    app.state.transcription = TranscriptionService(pool, registry, settings)
+    app.state.speech = SpeechService(pool, registry, settings)
     install_error_handlers(app)
     app.include_router(system.router)
+    app.include_router(audio.router)
 
     # Last added runs first: CORS, then request context (so a 401 is logged too), then auth.
     app.add_middleware(BearerAuthMiddleware, tokens=settings.auth_tokens)
