@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from talkies import __version__
-from talkies.api import audio, system
+from talkies.api import audio, system, translations
 from talkies.api.errors import install_error_handlers
 from talkies.api.middleware import BearerAuthMiddleware, RequestContextMiddleware
 from talkies.device import resolve_device
@@ -77,6 +77,7 @@ def create_app(
     install_error_handlers(app)
     app.include_router(system.router)
     app.include_router(audio.router)
+    app.include_router(translations.router)
 
     # Last added runs first: CORS, then request context (so a 401 is logged too), then auth.
     app.add_middleware(BearerAuthMiddleware, tokens=settings.auth_tokens)
