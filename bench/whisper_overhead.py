@@ -64,16 +64,61 @@ def median_time(fn: Callable[[], object], runs: int) -> tuple[float, list[float]
 # --- direct ----------------------------------------------------------------------------------------------
 
 
-def direct_call(model: Any, path: Path, batched: bool) -> Callable[[], object]:
+def direct_sequential(model: Any, path: Path) -> Callable[[], object]:
+    """5 s: `WhisperModel.transcribe(file)`, what the server's sequential path runs."""
+    return lambda: list(model.transcribe(str(path), **DIRECT)[0])
+
+
+def direct_same_work(model: Any, path: Path) -> Callable[[], object]:
+    """60 s, the same work as the server minus HTTP: decode, talkies' VAD, packed clips, batched pipeline."""
+    from faster_whisper import BatchedInferencePipeline, decode_audio
+
+    from talkies.audio.vad import VadOptions, speech_regions
+    from talkies.engines.whisper import clip_timestamps
+
+    pipeline = BatchedInferencePipeline(model)
+    kwargs = {k: v for k, v in DIRECT.items() if k != "condition_on_previous_text"}
+
+    def call() -> object:
+        pcm = decode_audio(str(path))
+        clips = clip_timestamps(tuple(speech_regions(pcm, VadOptions())), len(pcm) / SAMPLE_RATE)
+        segments, _ = pipeline.transcribe(
+            pcm, clip_timestamps=clips, batch_size=8, without_timestamps=False, vad_filter=False, **kwargs
+        )
+        return list(segments)
+
+    return call
+
+
+def direct_own_vad(model: Any, path: Path) -> Callable[[], object]:
+    """60 s as a faster-whisper user would write it: its batched pipeline with its own VAD."""
     from faster_whisper import BatchedInferencePipeline
 
-    if batched:
-        pipeline = BatchedInferencePipeline(model)
-        kwargs = {k: v for k, v in DIRECT.items() if k != "condition_on_previous_text"}
-        return lambda: list(
-            pipeline.transcribe(str(path), batch_size=8, without_timestamps=False, **kwargs)[0]
-        )
-    return lambda: list(model.transcribe(str(path), **DIRECT)[0])
+    pipeline = BatchedInferencePipeline(model)
+    kwargs = {k: v for k, v in DIRECT.items() if k != "condition_on_previous_text"}
+    return lambda: list(pipeline.transcribe(str(path), batch_size=8, without_timestamps=False, **kwargs)[0])
+
+
+def breakdown(model_dir: Path, path: Path, threads: int, runs: int) -> dict[str, float]:
+    """Where a 60 s request's time goes, stage by stage, in process (medians)."""
+    from talkies.audio.decode import decode_audio
+    from talkies.audio.vad import VadOptions, speech_regions
+    from talkies.engines.whisper import WhisperEngine
+
+    spec = ModelSpec(slug=SLUG, executor="whisper", repo="test/whisper-tiny")
+    engine = WhisperEngine(spec, EngineContext(SLUG, model_dir, "cpu", threads, {**BOUNDED, "batch_size": 8}))
+    engine.load()
+    pcm = decode_audio(path)
+    regions = tuple(speech_regions(pcm, VadOptions()))
+    request = TranscriptionRequest(audio=pcm, language="en", temperature=0.0, regions=regions)
+    stages = {
+        "decode (PyAV)": lambda: decode_audio(path),
+        "VAD (Silero ONNX)": lambda: speech_regions(pcm, VadOptions()),
+        "engine.transcribe (batched)": lambda: engine.transcribe(request),
+    }
+    out = {name: median_time(fn, runs)[0] for name, fn in stages.items()}
+    engine.unload()
+    return out
 
 
 # --- HTTP ------------------------------------------------------------------------------------------------
@@ -92,11 +137,31 @@ def serve(port: int, data_dir: Path, threads: int) -> None:
     registry = data_dir / "models.json"
     registry.write_text(json.dumps({"models": {SLUG: {"executor": "whisper", "repo": "test/whisper-tiny"}}}))
 
+    engine_seconds: list[float] = []
+
     def bounded(spec: ModelSpec, context: EngineContext) -> Any:
-        return create_engine(spec, replace(context, options={**context.options, **BOUNDED}))
+        engine = create_engine(spec, replace(context, options={**context.options, **BOUNDED}))
+        transcribe = engine.transcribe  # type: ignore[attr-defined]
+
+        def timed(request: TranscriptionRequest) -> Any:
+            start = time.perf_counter()
+            try:
+                return transcribe(request)
+            finally:
+                engine_seconds.append(time.perf_counter() - start)
+
+        engine.transcribe = timed  # type: ignore[attr-defined]
+        return engine
 
     settings = load_settings(models_file=registry, data_dir=data_dir, cpu_threads=threads, device="cpu")
     app = create_app(settings, engine_factory=bounded)
+
+    def take_engine_seconds() -> list[float]:  # bench-only route: the engine's share of each request
+        taken = list(engine_seconds)
+        engine_seconds.clear()
+        return taken
+
+    app.add_api_route("/_bench/engine_seconds", take_engine_seconds)
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
 
 
@@ -122,7 +187,7 @@ def server(threads: int) -> Iterator[str]:
             deadline = time.monotonic() + 60
             while True:
                 with contextlib.suppress(httpx.HTTPError):
-                    if httpx.get(f"{url}/health", timeout=1).status_code < 500:
+                    if httpx.get(f"{url}/healthz", timeout=1).status_code < 500:
                         break
                 if proc.poll() is not None or time.monotonic() > deadline:
                     raise RuntimeError("the benchmark server did not start")
@@ -152,41 +217,53 @@ def overhead(runs: int, threads: int) -> None:
     from faster_whisper import WhisperModel
 
     with tempfile.TemporaryDirectory() as tmp:
-        clips = {
-            5: write_wav(Path(tmp) / "5s.wav", speech_clip(5.0)),
-            60: write_wav(Path(tmp) / "60s.wav", long_speech(60.0).audio),
+        short = write_wav(Path(tmp) / "5s.wav", speech_clip(5.0))
+        long = write_wav(Path(tmp) / "60s.wav", long_speech(60.0).audio)
+        model_dir = build_whisper("tiny")
+        model = WhisperModel(str(model_dir), device="cpu", compute_type="int8", cpu_threads=threads)
+        stages = breakdown(model_dir, long, threads, runs)
+        calls: dict[str, Callable[[], object]] = {
+            "5 s direct": direct_sequential(model, short),
+            "60 s direct (same work)": direct_same_work(model, long),
+            "60 s direct (faster-whisper's own VAD)": direct_own_vad(model, long),
         }
-        model = WhisperModel(
-            str(build_whisper("tiny")), device="cpu", compute_type="int8", cpu_threads=threads
-        )
-        direct = {}
-        for seconds, path in clips.items():
-            call = direct_call(model, path, batched=seconds > 30)
-            call()  # warm-up
-            direct[seconds] = median_time(call, runs)
-        del model
         with server(threads) as url, httpx.Client(timeout=600) as client:
-            probe = client.post(f"{url}/v1/audio/transcriptions", data={"model": SLUG})
-            if probe.status_code == 404 and "Not Found" in probe.text:
-                print("HTTP half skipped: this build has no /v1/audio/transcriptions route yet")
-                http: dict[int, tuple[float, list[float]]] = {}
-            else:
-                http = {}
-                for seconds, path in clips.items():
-                    call = http_call(client, url, path)
-                    call()  # warm-up: loads the model
-                    http[seconds] = median_time(call, runs)
+            calls["5 s HTTP"] = http_call(client, url, short)
+            calls["60 s HTTP"] = http_call(client, url, long)
+            for call in calls.values():
+                call()  # warm-up (the first HTTP call loads the model)
+            client.get(f"{url}/_bench/engine_seconds")
+            times: dict[str, list[float]] = {name: [] for name in calls}
+            outside: dict[str, list[float]] = {"5 s HTTP": [], "60 s HTTP": []}
+            for _ in range(runs):  # interleaved, so the shared machine's load hits every variant alike
+                for name, call in calls.items():
+                    start = time.perf_counter()
+                    call()
+                    times[name].append(time.perf_counter() - start)
+                    if name in outside:  # HTTP wall time minus the engine's time in that same request
+                        engine_s = sum(client.get(f"{url}/_bench/engine_seconds").json())
+                        outside[name].append(times[name][-1] - engine_s)
+        del model
+    med = {name: statistics.median(values) for name, values in times.items()}
     print(f"\n## overhead (tiny shape, {threads} threads, median of {runs}, max_new_tokens={MAX_NEW_TOKENS})")
     print("| clip | direct faster-whisper | talkies HTTP | ratio | extra |")
     print("|---|---|---|---|---|")
-    for seconds in clips:
-        d = direct[seconds][0]
-        if seconds in http:
-            h = http[seconds][0]
-            extra = (h - d) * 1000
-            print(f"| {seconds} s | {d * 1000:.0f} ms | {h * 1000:.0f} ms | {h / d:.3f} | {extra:+.0f} ms |")
-        else:
-            print(f"| {seconds} s | {d * 1000:.0f} ms | - | - | - |")
+    for label, direct, http in (
+        ("5 s", "5 s direct", "5 s HTTP"),
+        ("60 s", "60 s direct (same work)", "60 s HTTP"),
+        ("60 s vs faster-whisper's own VAD", "60 s direct (faster-whisper's own VAD)", "60 s HTTP"),
+    ):
+        d, h = med[direct], med[http]
+        print(f"| {label} | {d * 1000:.0f} ms | {h * 1000:.0f} ms | {h / d:.3f} | {(h - d) * 1000:+.0f} ms |")
+    print("\nall runs (ms): " + "; ".join(f"{k}: {[round(v * 1000) for v in vs]}" for k, vs in times.items()))
+    print("\ntalkies' own share of each HTTP request (wall minus engine.transcribe in it; medians):")
+    for name, values in outside.items():
+        print(
+            f"- {name}: {statistics.median(values) * 1000:.0f} ms (runs: {[round(v * 1000) for v in values]})"
+        )
+    print("\n60 s request, stage by stage in process (medians):")
+    for name, seconds in stages.items():
+        print(f"- {name}: {seconds * 1000:.0f} ms")
 
 
 # --- long file -------------------------------------------------------------------------------------------
