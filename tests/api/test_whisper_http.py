@@ -304,3 +304,18 @@ def test_official_openai_client_transcription_and_translation(base_url: str, aud
     with pytest.raises(openai.BadRequestError) as caught:
         sdk.audio.translations.create(model=ENGLISH_ONLY, file=("short.wav", io.BytesIO(data)))
     assert "models that can" in str(caught.value)
+
+
+def test_translation_checks_the_language_before_reading_audio(
+    app: FastAPI, client: httpx.Client, audio: dict[str, Path]
+) -> None:
+    assert post(client, "translations", audio["short"], language="en").status_code == 200  # now resident
+    assert app.state.pool.is_loaded(WHISPER)
+    # an unreadable file: only a check made before decoding can answer about the language
+    response = client.post(
+        "/v1/audio/translations",
+        data={"model": WHISPER, "language": "klingon"},
+        files={"file": ("x.wav", b"not audio at all", "audio/wav")},
+    )
+    assert response.status_code == 400
+    assert response.json()["error"]["param"] == "language"

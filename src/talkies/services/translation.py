@@ -52,6 +52,11 @@ class TranslationService:
         if spec.kind == "asr" and not self.can_translate(spec):
             raise self._refusal(spec.slug)
         self.transcription.validate(options)  # modality, response format
+        # A resident engine checks the language now, before the audio is read; otherwise the engine
+        # does it first thing in its transcribe().
+        check = getattr(self.pool.peek_engine(spec.slug), "validate_language", None)
+        if options.language and callable(check):
+            options = replace(options, language=check(options.language))
         return options
 
     async def translate_file(self, path: Path, options: TranscriptionOptions) -> Transcript:
