@@ -301,13 +301,12 @@ def count_encoder_windows(engine: Any) -> list[int]:
     return counter
 
 
-def long_file(threads: int, minutes: float, unpacked: bool) -> None:
+def long_file(threads: int, minutes: float, unpacked: bool, repeat: int) -> None:
     from talkies.engines.whisper import WhisperEngine
 
     speech = long_speech(minutes * 60)
     regions, vad_s, vad_source = vad_regions(speech.audio)
     spec = ModelSpec(slug=SLUG, executor="whisper", repo="test/whisper-tiny")
-    rows = []
     paths = [
         ("sequential (30 s sliding window)", 1, 3.0, False),
         ("batched, packed clips, batch 1", 1, 3.0, True),
@@ -316,28 +315,38 @@ def long_file(threads: int, minutes: float, unpacked: bool) -> None:
     ]
     if unpacked:  # one 30 s encoder window per utterance: slow, so only on request
         paths.insert(1, ("batched, one clip per VAD region, batch 8", 8, 0.0, True))
-    for label, batch_size, gap, use_regions in paths:
+    engines = []
+    for _, batch_size, gap, _ in paths:
         options = {**BOUNDED, "batch_size": batch_size, "max_region_gap": gap}
-        context = EngineContext(SLUG, build_whisper("tiny"), "cpu", threads, options)
-        engine = WhisperEngine(spec, context)
+        engine = WhisperEngine(spec, EngineContext(SLUG, build_whisper("tiny"), "cpu", threads, options))
         engine.load()
-        encoded = count_encoder_windows(engine)
-        request = TranscriptionRequest(
-            audio=speech.audio, language="en", temperature=0.0, regions=regions if use_regions else None
-        )
-        start = time.perf_counter()
-        result = engine.transcribe(request)
-        elapsed = time.perf_counter() - start
+        engines.append((engine, count_encoder_windows(engine)))
+    times: list[list[float]] = [[] for _ in paths]
+    stats: list[tuple[int, int]] = [(0, 0)] * len(paths)
+    for _ in range(repeat):  # rounds interleave the paths, so the shared machine's load hits all alike
+        for index, ((_, _, _, use_regions), (engine, encoded)) in enumerate(zip(paths, engines, strict=True)):
+            encoded[0] = 0
+            request = TranscriptionRequest(
+                audio=speech.audio, language="en", temperature=0.0, regions=regions if use_regions else None
+            )
+            start = time.perf_counter()
+            result = engine.transcribe(request)
+            times[index].append(time.perf_counter() - start)
+            stats[index] = (len(result.segments), encoded[0])
+    for engine, _ in engines:
         engine.unload()
-        rows.append((label, elapsed, len(result.segments), encoded[0]))
     print(
-        f"\n## long file ({minutes:.0f} min, tiny shape, {threads} threads, max_new_tokens={MAX_NEW_TOKENS})"
+        f"\n## long file ({minutes:.0f} min, tiny shape, {threads} threads, max_new_tokens={MAX_NEW_TOKENS},"
+        f" median of {repeat})"
     )
     print(f"VAD ({vad_source}): {len(regions)} regions in {vad_s:.2f} s (not in the batched times below)")
-    print("| path | time | audio-s/s | segments | 30 s windows encoded |")
-    print("|---|---|---|---|---|")
-    for label, elapsed, segments, windows in rows:
-        print(f"| {label} | {elapsed:.1f} s | {speech.duration / elapsed:.1f} | {segments} | {windows} |")
+    print("| path | time | audio-s/s | segments | 30 s windows encoded | runs |")
+    print("|---|---|---|---|---|---|")
+    for (label, *_), runs, (segments, windows) in zip(paths, times, stats, strict=True):
+        elapsed = statistics.median(runs)
+        all_runs = ", ".join(f"{r:.1f}" for r in runs)
+        speed = speech.duration / elapsed
+        print(f"| {label} | {elapsed:.1f} s | {speed:.1f} | {segments} | {windows} | {all_runs} |")
 
 
 def main() -> None:
@@ -352,12 +361,13 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=min(2, len(os.sched_getaffinity(0))))
     parser.add_argument("--minutes", type=float, default=10.0)
     parser.add_argument("--unpacked", action="store_true", help="also time one clip per VAD region")
+    parser.add_argument("--repeat", type=int, default=3, help="rounds of the long-file part")
     args = parser.parse_args()
     parts = args.parts.split(",")
     if "overhead" in parts:
         overhead(args.runs, args.threads)
     if "long" in parts:
-        long_file(args.threads, args.minutes, args.unpacked)
+        long_file(args.threads, args.minutes, args.unpacked, args.repeat)
 
 
 if __name__ == "__main__":
