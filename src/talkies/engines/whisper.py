@@ -31,6 +31,7 @@ Engine options (`EngineContext.options`; the server fills `batch_size` from TALK
 from __future__ import annotations
 
 import gc
+import json
 import logging
 import os
 from dataclasses import dataclass
@@ -67,6 +68,7 @@ WHISPER_LANGUAGES: tuple[str, ...] = (
     "sa", "lb", "my", "bo", "tl", "mg", "as", "tt", "haw", "ln", "ha", "ba", "jw", "su", "yue",
 )  # fmt: skip
 
+MULTILINGUAL_VOCABULARY = 51865
 REQUIRED_FILES = ("model.bin", "config.json", "tokenizer.json")
 SNAPSHOT_PATTERNS = ("model.bin", "*.json", "vocabulary.*")
 MAX_CLIP_SECONDS = 30.0  # Whisper's window: a longer clip would be cut at 30 s by the batched pipeline
@@ -104,11 +106,30 @@ class WhisperEngine:
     """Transcriber on faster-whisper. Construction is cheap; `load()` imports faster_whisper."""
 
     batches_regions = True
+    can_translate = True  # the class's answer (multilingual); an instance knows for sure once loaded
+
+    @staticmethod
+    def snapshot_can_translate(model_dir: Path) -> bool | None:
+        """Whether the snapshot in `model_dir` is multilingual, from its vocabulary size; None: no snapshot.
+
+        CTranslate2 itself decides `is_multilingual` by the vocabulary (51864 tokens: English-only *.en
+        models; 51865+: multilingual), so this agrees with the loaded model without loading it.
+        """
+        vocabulary = model_dir / "vocabulary.json"
+        try:
+            if vocabulary.is_file():
+                size = len(json.loads(vocabulary.read_text(encoding="utf-8")))
+            elif (model_dir / "vocabulary.txt").is_file():
+                size = len((model_dir / "vocabulary.txt").read_text(encoding="utf-8").splitlines())
+            else:
+                return None
+        except (OSError, ValueError):
+            return None
+        return size >= MULTILINGUAL_VOCABULARY
 
     def __init__(self, spec: ModelSpec, context: EngineContext) -> None:
         self.spec = spec
         self.context = context
-        self.can_translate = True  # until load() reads the model: English-only models cannot
         self._languages: tuple[str, ...] = WHISPER_LANGUAGES
         self._model: Any = None
         self._decode_options = _decode_options(context.options)
