@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import importlib
 import importlib.util
 import logging
 import os
@@ -69,7 +70,8 @@ class KokoroEngine(KokoroBase):
         weights = sorted(model_dir.glob("kokoro-v*.pth")) or sorted(model_dir.glob("*.pth"))
         if not config.is_file() or not weights:
             raise EngineUnavailableError(
-                f"model {self.spec.slug!r}: {model_dir} needs config.json and kokoro-v*.pth (hexgrad/Kokoro-82M)"
+                f"model {self.spec.slug!r}: {model_dir} needs config.json and kokoro-v*.pth "
+                "(the hexgrad/Kokoro-82M layout)"
             )
         with _hub_offline():
             import torch
@@ -84,7 +86,9 @@ class KokoroEngine(KokoroBase):
             pipelines: dict[str, Any] = {}
             with _english_g2p_offline():
                 for language in self._languages_in_catalog():
-                    pipelines[language.code] = KPipeline(lang_code=language.code, repo_id=HUB_REPO, model=model)
+                    pipelines[language.code] = KPipeline(
+                        lang_code=language.code, repo_id=HUB_REPO, model=model
+                    )
         self._model, self._pipelines = model, pipelines
         self._loaded = True
         log.info("kokoro %s loaded on %s with pipelines %s", self.spec.slug, device, ",".join(pipelines))
@@ -109,7 +113,9 @@ class KokoroEngine(KokoroBase):
         # Kept on the CPU: KPipeline only accepts CPU FloatTensors as a voice; KModel moves the row it uses.
         return torch.load(path, map_location="cpu", weights_only=True).float()
 
-    def _synthesize_chunk(self, text: str, language: KokoroLanguage, style: Any, speed: float) -> Iterator[Any]:
+    def _synthesize_chunk(
+        self, text: str, language: KokoroLanguage, style: Any, speed: float
+    ) -> Iterator[Any]:
         pipeline = self._pipelines[language.code]
         for result in pipeline(text, voice=style, speed=speed, split_pattern=None):
             if result.audio is not None:
@@ -137,9 +143,10 @@ def _hub_offline() -> Iterator[None]:
 @contextlib.contextmanager
 def _english_g2p_offline() -> Iterator[None]:
     """Stop misaki from downloading spaCy's English model: hand it a blank English pipeline instead."""
-    import spacy
-
-    if spacy.util.is_package(SPACY_MODEL):
+    spacy: Any = importlib.import_module("spacy")
+    spacy_util: Any = importlib.import_module("spacy.util")
+    spacy_cli: Any = importlib.import_module("spacy.cli")
+    if spacy_util.is_package(SPACY_MODEL):
         yield
         return
     log.warning(
@@ -149,16 +156,15 @@ def _english_g2p_offline() -> Iterator[None]:
         SPACY_MODEL,
     )
     blank = spacy.blank("en")
-    is_package, load, download = spacy.util.is_package, spacy.load, spacy.cli.download
+    is_package, load, download = spacy_util.is_package, spacy.load, spacy_cli.download
 
     def refuse_download(*args: object, **kwargs: object) -> None:
         raise EngineUnavailableError(f"refusing to download spaCy model {args[:1]} at run time")
 
-    spacy.util.is_package = lambda name: name == SPACY_MODEL or is_package(name)
+    spacy_util.is_package = lambda name: name == SPACY_MODEL or is_package(name)
     spacy.load = lambda name, *a, **kw: blank if name == SPACY_MODEL else load(name, *a, **kw)
-    spacy.cli.download = refuse_download
+    spacy_cli.download = refuse_download
     try:
         yield
     finally:
-        spacy.util.is_package, spacy.load, spacy.cli.download = is_package, load, download
-
+        spacy_util.is_package, spacy.load, spacy_cli.download = is_package, load, download

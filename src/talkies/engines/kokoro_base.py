@@ -58,7 +58,9 @@ class KokoroBase:
         """One voice's style pack, shape [510, 1, 256] (torch tensor or numpy array)."""
         raise NotImplementedError
 
-    def _synthesize_chunk(self, text: str, language: KokoroLanguage, style: Any, speed: float) -> Iterator[Any]:
+    def _synthesize_chunk(
+        self, text: str, language: KokoroLanguage, style: Any, speed: float
+    ) -> Iterator[Any]:
         """PCM (float32 at 24 kHz) for one text chunk; may yield several pieces."""
         raise NotImplementedError
 
