@@ -80,6 +80,10 @@ class KokoroBase:
             raise UnknownVoiceError(f"model {self.spec.slug!r} has no voices", param="voice")
         return parse_voice(spec, names, model=self.spec.slug)
 
+    def check_voice(self, voice: str) -> None:
+        """Accept catalog names and blends of them (the speech service asks before anything loads)."""
+        self.resolve_voice(voice)
+
     def synthesize(self, request: SpeechRequest) -> Iterator[AudioChunk]:
         """Validate now (a bad voice raises here, before any audio), then yield one chunk per sentence."""
         if not self._loaded:
