@@ -14,13 +14,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from tests.fixtures.kokoro import install_kokoro, install_kokoro_onnx
 
 from talkies.engines.base import TTS_SAMPLE_RATE, EngineContext, SpeechRequest, Synthesizer
 from talkies.engines.kokoro_base import KokoroBase
 from talkies.engines.kokoro_voices import CATALOG, parse_voice
 from talkies.errors import UnknownVoiceError
 from talkies.registry import ModelSpec
+from tests.fixtures.kokoro import install_kokoro, install_kokoro_onnx
 
 pytestmark = pytest.mark.slow
 

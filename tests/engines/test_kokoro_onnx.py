@@ -11,11 +11,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from tests.fixtures.kokoro import SNAPSHOT_VOICES, build_kokoro_onnx
 
 from talkies.engines.base import EngineContext
 from talkies.engines.kokoro_onnx import KokoroOnnxEngine, VoiceStore, read_vocab, split_phonemes
 from talkies.registry import ModelSpec
+from tests.fixtures.kokoro import SNAPSHOT_VOICES, build_kokoro_onnx
 
 SPEC = ModelSpec(slug="kokoro-82m-nvidia", executor="kokoro_nvidia", repo="nvidia/kokoro-82M-onnx-opt")
 
