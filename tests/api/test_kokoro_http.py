@@ -53,23 +53,32 @@ class _Records(logging.Handler):
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, _Records]]:
-    import spacy.cli
-
+def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("kokoro-http")
     data = root / "data"
     install_kokoro(data)
     install_kokoro_onnx(data)
     install_snapshot(build_whisper("micro"), data, "whisper-micro")
     (root / "models.json").write_text(json.dumps({"models": MODELS}))
-    settings = load_settings(
+    return root
+
+
+def make_settings(root: Path, isolation: str = "inprocess") -> Any:
+    return load_settings(
         models_file=root / "models.json",
-        data_dir=data,
+        data_dir=root / "data",
         sweeper_interval=0,
-        engine_isolation="inprocess",
+        engine_isolation=isolation,
         device="cpu",
         cpu_threads=1,  # two threads on a busy two-core box are slower than one
     )
+
+
+@pytest.fixture(scope="module")
+def server(root: Path) -> Iterator[tuple[str, _Records]]:
+    import spacy.cli
+
+    settings = make_settings(root)
     records = _Records()
     connect = socket.socket.connect
 
@@ -231,3 +240,20 @@ def test_kokoro_and_whisper_evict_each_other(client: httpx.Client, model: str) -
     assert resident() == {"whisper-micro"}
     assert samples(client, model) > 0
     assert resident() == {model}
+
+
+def test_worker_process_isolation(root: Path) -> None:
+    """The default isolation: the engine runs in a worker process; chunks and blends come through it."""
+    with (
+        serve(create_app(make_settings(root, "process"))) as base_url,
+        httpx.Client(base_url=base_url, timeout=300) as client,
+    ):
+        response = speak(
+            client, "kokoro-82m-nvidia", "One. Two.", voice="af_bella+af_sky", response_format="pcm"
+        )
+        assert response.status_code == 200, response.text
+        assert len(response.content) > 24_000  # two short sentences: over half a second
+        pids = [m.get("pid") for m in client.get("/api/ps").json()["models"]]
+        assert pids
+        assert all(pids)
+        assert speak(client, "kokoro-82m-nvidia", voice="nobody").status_code == 400

@@ -48,10 +48,9 @@ class KokoroEngine(KokoroBase):
 
     # -- catalog (no heavy imports) ----------------------------------------------------------------
     def _present_voices(self) -> list[str] | None:
-        voices = self.context.model_dir / "voices"
-        if not voices.is_dir():
+        if not self.context.model_dir.is_dir():
             return None
-        return sorted(p.stem for p in voices.glob("*.pt"))
+        return sorted(p.stem for p in (self.context.model_dir / "voices").glob("*.pt"))
 
     def _g2p_languages(self) -> set[str]:
         have = {m for m in ("misaki", "spacy", "phonemizer", "espeakng_loader") if _installed(m)}
