@@ -21,7 +21,7 @@ def test_catalog_is_the_contracts_41_voices_without_ja_zh() -> None:
     assert len(CATALOG) == 41
     assert len(set(CATALOG)) == 41
     assert {v[0] for v in CATALOG} == set("abefhip")
-    assert ALL == list(CATALOG)
+    assert list(CATALOG) == ALL
 
 
 def test_catalog_filters_to_present_files_and_installed_languages() -> None:
@@ -78,7 +78,8 @@ def test_bad_voice_or_weight_names_it_and_lists_the_catalog(spec: str, named: st
         parse_voice(spec, ALL, model="kokoro-82m")
     message = info.value.message
     assert named in message
-    assert "af_heart, af_alloy" in message and "pm_santa" in message
+    assert "af_heart, af_alloy" in message
+    assert "pm_santa" in message
     assert info.value.param == "voice"
 
 
