@@ -83,8 +83,10 @@ class KokoroEngine(KokoroBase):
             device = self.context.device
             model = KModel(repo_id=HUB_REPO, config=str(config), model=str(weights[-1])).to(device).eval()
             pipelines: dict[str, Any] = {}
-            with _english_g2p_offline():
-                for language in self._languages_in_catalog():
+            languages = self._languages_in_catalog()
+            english = any(lang.code in "ab" for lang in languages)
+            with _english_g2p_offline() if english else contextlib.nullcontext():
+                for language in languages:
                     pipelines[language.code] = KPipeline(
                         lang_code=language.code, repo_id=HUB_REPO, model=model
                     )
