@@ -129,7 +129,12 @@ def test_catalog_and_default_voice(engine: KokoroBase, data_dir: Path) -> None:
     names = [v.name for v in voices]
     assert names == list(CATALOG)  # the 41 contract voices; the snapshot's jf_/zf_ voices are filtered out
     assert [v.name for v in voices if v.default] == ["af_heart"]
-    assert speak(engine, "Hi.", voice="").size == speak(engine, "Hi.", voice="af_heart").size
+    plain = speak(engine, "Hi.", voice="af_heart").size
+    assert speak(engine, "Hi.", voice="").size == plain
+    ignored = engine.synthesize(
+        SpeechRequest(text="Hi.", voice="af_heart", instructions="Shout!", language="fr")
+    )
+    assert sum(c.pcm.size for c in ignored) == plain  # instructions and language are accepted and ignored
 
     other = make_engine(engine.spec.executor, data_dir, default_voice="bm_george")
     assert [v.name for v in other.voices() if v.default] == ["bm_george"]  # works before load()
