@@ -65,27 +65,39 @@ def median_time(fn: Callable[[], object], runs: int) -> tuple[float, list[float]
 
 
 def direct_sequential(model: Any, path: Path) -> Callable[[], object]:
-    """5 s: `WhisperModel.transcribe(file)`, what the server's sequential path runs."""
-    return lambda: list(model.transcribe(str(path), **DIRECT)[0])
+    """5 s: decode + `WhisperModel.transcribe`, what the server's sequential path runs.
+
+    The file is decoded with talkies' decoder (PyAV, as faster-whisper's own `decode_audio`) so that the
+    model sees bit-identical samples on both sides: a random-weight model's output, and so its work, can
+    change with the last bit of the input.
+    """
+    from talkies.audio.decode import decode_audio
+
+    return lambda: text_of(model.transcribe(decode_audio(path), **DIRECT)[0])
+
+
+def text_of(segments: Any) -> str:
+    return "".join(segment.text for segment in segments)
 
 
 def direct_same_work(model: Any, path: Path) -> Callable[[], object]:
     """60 s, the same work as the server minus HTTP: decode, talkies' VAD, packed clips, batched pipeline."""
-    from faster_whisper import BatchedInferencePipeline, decode_audio
+    from faster_whisper import BatchedInferencePipeline
 
+    from talkies.audio.decode import decode_audio
     from talkies.audio.vad import VadOptions, speech_regions
-    from talkies.engines.whisper import clip_timestamps
+    from talkies.engines.whisper_timeline import clip_timestamps
 
     pipeline = BatchedInferencePipeline(model)
     kwargs = {k: v for k, v in DIRECT.items() if k != "condition_on_previous_text"}
 
     def call() -> object:
-        pcm = decode_audio(str(path))
+        pcm = decode_audio(path)
         clips = clip_timestamps(tuple(speech_regions(pcm, VadOptions())), len(pcm) / SAMPLE_RATE)
         segments, _ = pipeline.transcribe(
             pcm, clip_timestamps=clips, batch_size=8, without_timestamps=False, vad_filter=False, **kwargs
         )
-        return list(segments)
+        return text_of(segments)
 
     return call
 
@@ -207,7 +219,7 @@ def http_call(client: Any, url: str, path: Path) -> Callable[[], object]:
             f"{url}/v1/audio/transcriptions", data=form, files={"file": (path.name, data, "audio/wav")}
         )
         response.raise_for_status()
-        return response.json()
+        return response.json()["text"]
 
     return call
 
@@ -230,8 +242,12 @@ def overhead(runs: int, threads: int) -> None:
         with server(threads) as url, httpx.Client(timeout=600) as client:
             calls["5 s HTTP"] = http_call(client, url, short)
             calls["60 s HTTP"] = http_call(client, url, long)
-            for call in calls.values():
-                call()  # warm-up (the first HTTP call loads the model)
+            first = {name: call() for name, call in calls.items()}  # warm-up: the first HTTP call loads
+            words = {name: sorted(str(text).split()) for name, text in first.items()}  # engine sorts segments
+            same = (
+                words["5 s direct"] == words["5 s HTTP"]
+                and words["60 s direct (same work)"] == words["60 s HTTP"]
+            )
             client.get(f"{url}/_bench/engine_seconds")
             times: dict[str, list[float]] = {name: [] for name in calls}
             outside: dict[str, list[float]] = {"5 s HTTP": [], "60 s HTTP": []}
@@ -255,6 +271,7 @@ def overhead(runs: int, threads: int) -> None:
     ):
         d, h = med[direct], med[http]
         print(f"| {label} | {d * 1000:.0f} ms | {h * 1000:.0f} ms | {h / d:.3f} | {(h - d) * 1000:+.0f} ms |")
+    print(f"\nsame work on both sides (identical transcripts direct and over HTTP): {same}")
     print("\nall runs (ms): " + "; ".join(f"{k}: {[round(v * 1000) for v in vs]}" for k, vs in times.items()))
     print("\ntalkies' own share of each HTTP request (wall minus engine.transcribe in it; medians):")
     for name, values in outside.items():
