@@ -76,8 +76,9 @@ def direct_sequential(model: Any, path: Path) -> Callable[[], object]:
     return lambda: text_of(model.transcribe(decode_audio(path), **DIRECT)[0])
 
 
-def text_of(segments: Any) -> str:
-    return "".join(segment.text for segment in segments)
+def text_of(segments: Any) -> list[str]:
+    """Segment texts, sorted: the engine orders segments by time, faster-whisper by window."""
+    return sorted(segment.text for segment in segments)
 
 
 def direct_same_work(model: Any, path: Path) -> Callable[[], object]:
@@ -111,8 +112,8 @@ def direct_own_vad(model: Any, path: Path) -> Callable[[], object]:
     return lambda: list(pipeline.transcribe(str(path), batch_size=8, without_timestamps=False, **kwargs)[0])
 
 
-def breakdown(model_dir: Path, path: Path, threads: int, runs: int) -> dict[str, float]:
-    """Where a 60 s request's time goes, stage by stage, in process (medians)."""
+def breakdown(model_dir: Path, path: Path, short: Path, threads: int, runs: int) -> dict[str, float]:
+    """Where a 60 s request's time goes, stage by stage, in process (medians); plus decoding the 5 s file."""
     from talkies.audio.decode import decode_audio
     from talkies.audio.vad import VadOptions, speech_regions
     from talkies.engines.whisper import WhisperEngine
@@ -124,6 +125,7 @@ def breakdown(model_dir: Path, path: Path, threads: int, runs: int) -> dict[str,
     regions = tuple(speech_regions(pcm, VadOptions()))
     request = TranscriptionRequest(audio=pcm, language="en", temperature=0.0, regions=regions)
     stages = {
+        "decode 5 s (PyAV)": lambda: decode_audio(short),
         "decode (PyAV)": lambda: decode_audio(path),
         "VAD (Silero ONNX)": lambda: speech_regions(pcm, VadOptions()),
         "engine.transcribe (batched)": lambda: engine.transcribe(request),
@@ -210,16 +212,16 @@ def server(threads: int) -> Iterator[str]:
             proc.wait(30)
 
 
-def http_call(client: Any, url: str, path: Path) -> Callable[[], object]:
+def http_call(client: Any, url: str, path: Path, response_format: str = "json") -> Callable[[], Any]:
     data = path.read_bytes()
-    form = {"model": SLUG, "language": "en", "temperature": "0", "response_format": "json"}
+    form = {"model": SLUG, "language": "en", "temperature": "0", "response_format": response_format}
 
     def call() -> object:
         response = client.post(
             f"{url}/v1/audio/transcriptions", data=form, files={"file": (path.name, data, "audio/wav")}
         )
         response.raise_for_status()
-        return response.json()["text"]
+        return response.json()
 
     return call
 
@@ -233,7 +235,7 @@ def overhead(runs: int, threads: int) -> None:
         long = write_wav(Path(tmp) / "60s.wav", long_speech(60.0).audio)
         model_dir = build_whisper("tiny")
         model = WhisperModel(str(model_dir), device="cpu", compute_type="int8", cpu_threads=threads)
-        stages = breakdown(model_dir, long, threads, runs)
+        stages = breakdown(model_dir, long, short, threads, runs)
         calls: dict[str, Callable[[], object]] = {
             "5 s direct": direct_sequential(model, short),
             "60 s direct (same work)": direct_same_work(model, long),
@@ -243,11 +245,11 @@ def overhead(runs: int, threads: int) -> None:
             calls["5 s HTTP"] = http_call(client, url, short)
             calls["60 s HTTP"] = http_call(client, url, long)
             first = {name: call() for name, call in calls.items()}  # warm-up: the first HTTP call loads
-            words = {name: sorted(str(text).split()) for name, text in first.items()}  # engine sorts segments
-            same = (
-                words["5 s direct"] == words["5 s HTTP"]
-                and words["60 s direct (same work)"] == words["60 s HTTP"]
-            )
+            verbose = {
+                seconds: sorted(s["text"] for s in http_call(client, url, path, "verbose_json")()["segments"])
+                for seconds, path in ((5, short), (60, long))
+            }
+            same = verbose[5] == first["5 s direct"] and verbose[60] == first["60 s direct (same work)"]
             client.get(f"{url}/_bench/engine_seconds")
             times: dict[str, list[float]] = {name: [] for name in calls}
             outside: dict[str, list[float]] = {"5 s HTTP": [], "60 s HTTP": []}
@@ -271,13 +273,25 @@ def overhead(runs: int, threads: int) -> None:
     ):
         d, h = med[direct], med[http]
         print(f"| {label} | {d * 1000:.0f} ms | {h * 1000:.0f} ms | {h / d:.3f} | {(h - d) * 1000:+.0f} ms |")
-    print(f"\nsame work on both sides (identical transcripts direct and over HTTP): {same}")
+    print(f"\nsame work on both sides (the same segments direct and over HTTP): {same}")
     print("\nall runs (ms): " + "; ".join(f"{k}: {[round(v * 1000) for v in vs]}" for k, vs in times.items()))
     print("\ntalkies' own share of each HTTP request (wall minus engine.transcribe in it; medians):")
     for name, values in outside.items():
         print(
             f"- {name}: {statistics.median(values) * 1000:.0f} ms (runs: {[round(v * 1000) for v in values]})"
         )
+    # What talkies adds beyond the work a direct caller does too (decoding the file; VAD on the long one):
+    # HTTP, multipart upload to a temporary file, probing, pool, thread hops, rendering.
+    share = {name: statistics.median(values) for name, values in outside.items()}
+    own = {
+        5: share["5 s HTTP"] - stages["decode 5 s (PyAV)"],
+        60: share["60 s HTTP"] - stages["decode (PyAV)"] - stages["VAD (Silero ONNX)"],
+    }
+    work = {5: med["5 s direct"], 60: med["60 s direct (same work)"]}
+    print("\ntalkies-only overhead (share minus the decode/VAD a direct caller pays too) -> implied ratio:")
+    for seconds in (5, 60):
+        implied = (work[seconds] + own[seconds]) / work[seconds]
+        print(f"- {seconds} s: {own[seconds] * 1000:+.0f} ms -> {implied:.3f}")
     print("\n60 s request, stage by stage in process (medians):")
     for name, seconds in stages.items():
         print(f"- {name}: {seconds * 1000:.0f} ms")
