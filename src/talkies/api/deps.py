@@ -8,6 +8,8 @@ from fastapi import Depends, Request
 
 from talkies.pool import ModelPool
 from talkies.registry import Registry
+from talkies.services.downloads import Downloader
+from talkies.services.files import FileStore
 from talkies.settings import Settings
 
 
@@ -23,6 +25,14 @@ def get_registry(request: Request) -> Registry:
     return cast(Registry, request.app.state.registry)
 
 
+def get_files(request: Request) -> FileStore:
+    return cast(FileStore, request.app.state.files)
+
+
+def get_downloads(request: Request) -> Downloader:
+    return cast(Downloader, request.app.state.downloads)
+
+
 def note_model(request: Request, slug: str) -> None:
     """Record the model a request is for, so the access log line names it."""
     request.state.model = slug
@@ -31,3 +41,5 @@ def note_model(request: Request, slug: str) -> None:
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 PoolDep = Annotated[ModelPool, Depends(get_pool)]
 RegistryDep = Annotated[Registry, Depends(get_registry)]
+FilesDep = Annotated[FileStore, Depends(get_files)]
+DownloadsDep = Annotated[Downloader, Depends(get_downloads)]

@@ -31,6 +31,8 @@ from talkies.errors import EngineUnavailableError
 if TYPE_CHECKING:
     import onnxruntime
 
+    from talkies.settings import Settings
+
 VAD_SAMPLE_RATE = 16_000
 WINDOW = 512  # samples per probability at 16 kHz (32 ms)
 CONTEXT = 64  # trailing samples of the previous window the model sees before each window
@@ -46,6 +48,12 @@ class VadOptions:
     min_silence_ms: int = 500
     speech_pad_ms: int = 200
     max_speech_s: float = 28.0
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> VadOptions:
+        """The TALKIES_VAD_* knobs."""
+        return cls(threshold=settings.vad_threshold, min_silence_ms=settings.vad_min_silence_ms,
+                   speech_pad_ms=settings.vad_speech_pad_ms, max_speech_s=settings.vad_max_speech)
 
 
 def speech_regions(pcm: npt.NDArray[np.float32], options: VadOptions,

@@ -73,12 +73,7 @@ class TranscriptionService:
         self.pool = pool
         self.registry = registry
         self.settings = settings
-        self.vad_options = VadOptions(
-            threshold=settings.vad_threshold,
-            min_silence_ms=settings.vad_min_silence_ms,
-            speech_pad_ms=settings.vad_speech_pad_ms,
-            max_speech_s=settings.vad_max_speech,
-        )
+        self.vad_options = VadOptions.from_settings(settings)
 
     def validate(self, options: TranscriptionOptions) -> _Plan:
         """Everything that can be refused without reading the audio."""

@@ -221,3 +221,12 @@ def test_vad_imports_neither_torch_nor_silero_python_code() -> None:
     )
     src = Path(__file__).resolve().parents[3] / "src"
     subprocess.run([sys.executable, "-c", code], check=True, env={"PYTHONPATH": str(src)}, timeout=120)
+
+
+def test_options_from_settings() -> None:
+    from talkies.settings import load_settings
+
+    settings = load_settings(vad_threshold=0.4, vad_min_silence_ms=300, vad_speech_pad_ms=50,
+                             vad_max_speech="20s")
+    assert VadOptions.from_settings(settings) == VadOptions(threshold=0.4, min_silence_ms=300,
+                                                            speech_pad_ms=50, max_speech_s=20.0)
