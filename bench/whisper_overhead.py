@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import logging
 import os
 import statistics
 import subprocess
@@ -176,6 +177,7 @@ def serve(port: int, data_dir: Path, threads: int) -> None:
         return taken
 
     app.add_api_route("/_bench/engine_seconds", take_engine_seconds)
+    logging.disable(logging.INFO)  # a log line per request would be timed too
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
 
 
