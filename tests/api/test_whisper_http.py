@@ -319,3 +319,22 @@ def test_translation_checks_the_language_before_reading_audio(
     )
     assert response.status_code == 400
     assert response.json()["error"]["param"] == "language"
+
+
+def test_translation_of_a_staged_file_path(client: httpx.Client, audio: dict[str, Path]) -> None:
+    assert client.put("/v1/files/clips/short.wav", content=audio["short"].read_bytes()).status_code == 201
+    form = {
+        "model": WHISPER,
+        "file_path": "clips/short.wav",
+        "temperature": "0",
+        "response_format": "verbose_json",
+    }
+    response = client.post("/v1/audio/translations", data=form, files={"x": ("", b"")})
+    assert response.status_code == 200, response.text
+    check_verbose(response.json(), "translate")
+    missing = client.post(
+        "/v1/audio/translations", data={**form, "file_path": "clips/missing.wav"}, files={"x": ("", b"")}
+    )
+    assert missing.status_code == 404
+    both = post(client, "translations", audio["short"], file_path="clips/short.wav")
+    assert both.status_code == 400
