@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import logging
 import os
 import statistics
 import subprocess
@@ -65,27 +66,40 @@ def median_time(fn: Callable[[], object], runs: int) -> tuple[float, list[float]
 
 
 def direct_sequential(model: Any, path: Path) -> Callable[[], object]:
-    """5 s: `WhisperModel.transcribe(file)`, what the server's sequential path runs."""
-    return lambda: list(model.transcribe(str(path), **DIRECT)[0])
+    """5 s: decode + `WhisperModel.transcribe`, what the server's sequential path runs.
+
+    The file is decoded with talkies' decoder (PyAV, as faster-whisper's own `decode_audio`) so that the
+    model sees bit-identical samples on both sides: a random-weight model's output, and so its work, can
+    change with the last bit of the input.
+    """
+    from talkies.audio.decode import decode_audio
+
+    return lambda: text_of(model.transcribe(decode_audio(path), **DIRECT)[0])
+
+
+def text_of(segments: Any) -> list[str]:
+    """Segment texts, sorted: the engine orders segments by time, faster-whisper by window."""
+    return sorted(segment.text for segment in segments)
 
 
 def direct_same_work(model: Any, path: Path) -> Callable[[], object]:
     """60 s, the same work as the server minus HTTP: decode, talkies' VAD, packed clips, batched pipeline."""
-    from faster_whisper import BatchedInferencePipeline, decode_audio
+    from faster_whisper import BatchedInferencePipeline
 
+    from talkies.audio.decode import decode_audio
     from talkies.audio.vad import VadOptions, speech_regions
-    from talkies.engines.whisper import clip_timestamps
+    from talkies.engines.whisper_timeline import clip_timestamps
 
     pipeline = BatchedInferencePipeline(model)
     kwargs = {k: v for k, v in DIRECT.items() if k != "condition_on_previous_text"}
 
     def call() -> object:
-        pcm = decode_audio(str(path))
+        pcm = decode_audio(path)
         clips = clip_timestamps(tuple(speech_regions(pcm, VadOptions())), len(pcm) / SAMPLE_RATE)
         segments, _ = pipeline.transcribe(
             pcm, clip_timestamps=clips, batch_size=8, without_timestamps=False, vad_filter=False, **kwargs
         )
-        return list(segments)
+        return text_of(segments)
 
     return call
 
@@ -99,8 +113,8 @@ def direct_own_vad(model: Any, path: Path) -> Callable[[], object]:
     return lambda: list(pipeline.transcribe(str(path), batch_size=8, without_timestamps=False, **kwargs)[0])
 
 
-def breakdown(model_dir: Path, path: Path, threads: int, runs: int) -> dict[str, float]:
-    """Where a 60 s request's time goes, stage by stage, in process (medians)."""
+def breakdown(model_dir: Path, path: Path, short: Path, threads: int, runs: int) -> dict[str, float]:
+    """Where a 60 s request's time goes, stage by stage, in process (medians); plus decoding the 5 s file."""
     from talkies.audio.decode import decode_audio
     from talkies.audio.vad import VadOptions, speech_regions
     from talkies.engines.whisper import WhisperEngine
@@ -112,6 +126,7 @@ def breakdown(model_dir: Path, path: Path, threads: int, runs: int) -> dict[str,
     regions = tuple(speech_regions(pcm, VadOptions()))
     request = TranscriptionRequest(audio=pcm, language="en", temperature=0.0, regions=regions)
     stages = {
+        "decode 5 s (PyAV)": lambda: decode_audio(short),
         "decode (PyAV)": lambda: decode_audio(path),
         "VAD (Silero ONNX)": lambda: speech_regions(pcm, VadOptions()),
         "engine.transcribe (batched)": lambda: engine.transcribe(request),
@@ -162,6 +177,7 @@ def serve(port: int, data_dir: Path, threads: int) -> None:
         return taken
 
     app.add_api_route("/_bench/engine_seconds", take_engine_seconds)
+    logging.disable(logging.INFO)  # a log line per request would be timed too
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
 
 
@@ -198,9 +214,9 @@ def server(threads: int) -> Iterator[str]:
             proc.wait(30)
 
 
-def http_call(client: Any, url: str, path: Path) -> Callable[[], object]:
+def http_call(client: Any, url: str, path: Path, response_format: str = "json") -> Callable[[], Any]:
     data = path.read_bytes()
-    form = {"model": SLUG, "language": "en", "temperature": "0", "response_format": "json"}
+    form = {"model": SLUG, "language": "en", "temperature": "0", "response_format": response_format}
 
     def call() -> object:
         response = client.post(
@@ -221,7 +237,7 @@ def overhead(runs: int, threads: int) -> None:
         long = write_wav(Path(tmp) / "60s.wav", long_speech(60.0).audio)
         model_dir = build_whisper("tiny")
         model = WhisperModel(str(model_dir), device="cpu", compute_type="int8", cpu_threads=threads)
-        stages = breakdown(model_dir, long, threads, runs)
+        stages = breakdown(model_dir, long, short, threads, runs)
         calls: dict[str, Callable[[], object]] = {
             "5 s direct": direct_sequential(model, short),
             "60 s direct (same work)": direct_same_work(model, long),
@@ -230,8 +246,12 @@ def overhead(runs: int, threads: int) -> None:
         with server(threads) as url, httpx.Client(timeout=600) as client:
             calls["5 s HTTP"] = http_call(client, url, short)
             calls["60 s HTTP"] = http_call(client, url, long)
-            for call in calls.values():
-                call()  # warm-up (the first HTTP call loads the model)
+            first = {name: call() for name, call in calls.items()}  # warm-up: the first HTTP call loads
+            verbose = {
+                seconds: sorted(s["text"] for s in http_call(client, url, path, "verbose_json")()["segments"])
+                for seconds, path in ((5, short), (60, long))
+            }
+            same = verbose[5] == first["5 s direct"] and verbose[60] == first["60 s direct (same work)"]
             client.get(f"{url}/_bench/engine_seconds")
             times: dict[str, list[float]] = {name: [] for name in calls}
             outside: dict[str, list[float]] = {"5 s HTTP": [], "60 s HTTP": []}
@@ -255,12 +275,25 @@ def overhead(runs: int, threads: int) -> None:
     ):
         d, h = med[direct], med[http]
         print(f"| {label} | {d * 1000:.0f} ms | {h * 1000:.0f} ms | {h / d:.3f} | {(h - d) * 1000:+.0f} ms |")
+    print(f"\nsame work on both sides (the same segments direct and over HTTP): {same}")
     print("\nall runs (ms): " + "; ".join(f"{k}: {[round(v * 1000) for v in vs]}" for k, vs in times.items()))
     print("\ntalkies' own share of each HTTP request (wall minus engine.transcribe in it; medians):")
     for name, values in outside.items():
         print(
             f"- {name}: {statistics.median(values) * 1000:.0f} ms (runs: {[round(v * 1000) for v in values]})"
         )
+    # What talkies adds beyond the work a direct caller does too (decoding the file; VAD on the long one):
+    # HTTP, multipart upload to a temporary file, probing, pool, thread hops, rendering.
+    share = {name: statistics.median(values) for name, values in outside.items()}
+    own = {
+        5: share["5 s HTTP"] - stages["decode 5 s (PyAV)"],
+        60: share["60 s HTTP"] - stages["decode (PyAV)"] - stages["VAD (Silero ONNX)"],
+    }
+    work = {5: med["5 s direct"], 60: med["60 s direct (same work)"]}
+    print("\ntalkies-only overhead (share minus the decode/VAD a direct caller pays too) -> implied ratio:")
+    for seconds in (5, 60):
+        implied = (work[seconds] + own[seconds]) / work[seconds]
+        print(f"- {seconds} s: {own[seconds] * 1000:+.0f} ms -> {implied:.3f}")
     print("\n60 s request, stage by stage in process (medians):")
     for name, seconds in stages.items():
         print(f"- {name}: {seconds * 1000:.0f} ms")

@@ -319,3 +319,51 @@ def test_translation_checks_the_language_before_reading_audio(
     )
     assert response.status_code == 400
     assert response.json()["error"]["param"] == "language"
+
+
+def test_translation_of_a_staged_file_path(client: httpx.Client, audio: dict[str, Path]) -> None:
+    assert client.put("/v1/files/clips/short.wav", content=audio["short"].read_bytes()).status_code == 201
+    form = {
+        "model": WHISPER,
+        "file_path": "clips/short.wav",
+        "temperature": "0",
+        "response_format": "verbose_json",
+    }
+    response = client.post("/v1/audio/translations", data=form, files={"x": ("", b"")})
+    assert response.status_code == 200, response.text
+    check_verbose(response.json(), "translate")
+    missing = client.post(
+        "/v1/audio/translations", data={**form, "file_path": "clips/missing.wav"}, files={"x": ("", b"")}
+    )
+    assert missing.status_code == 404
+    both = post(client, "translations", audio["short"], file_path="clips/short.wav")
+    assert both.status_code == 400
+
+
+def test_translation_checks_the_language_of_a_worker_process_engine(tmp_path: Path) -> None:
+    """Default isolation: the model is preloaded into a worker process; its languages still answer early."""
+    data_dir = tmp_path / "data"
+    install_snapshot(build_whisper("micro"), data_dir, WHISPER)
+    registry = tmp_path / "models.json"
+    registry.write_text(
+        json.dumps({"models": {WHISPER: {"executor": "whisper", "repo": "test/whisper-micro"}}})
+    )
+    settings = load_settings(
+        models_file=registry,
+        data_dir=data_dir,
+        device="cpu",
+        cpu_threads=1,
+        sweeper_interval=0,
+        preload=(WHISPER,),
+    )
+    assert settings.engine_isolation == "process"
+    with serve(create_app(settings)) as url, httpx.Client(base_url=url, timeout=120) as http:
+        assert [row["model"] for row in http.get("/api/ps").json()["models"]] == [WHISPER]
+        response = http.post(
+            "/v1/audio/translations",
+            data={"model": WHISPER, "language": "klingon"},
+            files={"file": ("x.wav", b"not audio at all", "audio/wav")},
+        )
+        assert response.status_code == 400
+        assert response.json()["error"]["param"] == "language"
+        assert "valid codes: en, zh" in response.json()["detail"]
