@@ -306,14 +306,15 @@ def test_official_openai_client_transcription_and_translation(base_url: str, aud
     assert "models that can" in str(caught.value)
 
 
-def test_translation_checks_the_language_before_reading_audio(
-    app: FastAPI, client: httpx.Client, audio: dict[str, Path]
+@pytest.mark.parametrize("endpoint", ["translations", "transcriptions"])
+def test_the_language_is_checked_before_reading_audio(
+    app: FastAPI, client: httpx.Client, audio: dict[str, Path], endpoint: str
 ) -> None:
-    assert post(client, "translations", audio["short"], language="en").status_code == 200  # now resident
+    assert post(client, endpoint, audio["short"], language="en").status_code == 200  # now resident
     assert app.state.pool.is_loaded(WHISPER)
     # an unreadable file: only a check made before decoding can answer about the language
     response = client.post(
-        "/v1/audio/translations",
+        f"/v1/audio/{endpoint}",
         data={"model": WHISPER, "language": "klingon"},
         files={"file": ("x.wav", b"not audio at all", "audio/wav")},
     )

@@ -13,7 +13,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from talkies.engines import engine_class
-from talkies.errors import CapabilityError, UnsupportedLanguageError
+from talkies.errors import CapabilityError
 from talkies.registry import ModelSpec
 from talkies.services.transcription import Transcript, TranscriptionOptions, TranscriptionService
 
@@ -51,25 +51,8 @@ class TranslationService:
         spec = self.pool.spec(options.model)
         if spec.kind == "asr" and not self.can_translate(spec):
             raise self._refusal(spec.slug)
-        self.transcription.validate(options)  # modality, response format
-        if options.language:
-            self._check_language(spec.slug, options.language)
+        self.transcription.validate(options)  # modality, response format, language
         return options
-
-    def _check_language(self, slug: str, language: str) -> None:
-        """Refuse an unknown language before the audio is read, when the model is resident.
-
-        Uses the engine's `languages` data attribute, which a worker-process engine forwards too;
-        otherwise the engine checks first thing in its transcribe()."""
-        engine = self.pool.peek_engine(slug)
-        known = getattr(engine, "languages", None) if engine is not None else None
-        code = language.strip().lower()
-        if not isinstance(known, tuple) or not known or code in ("", "auto") or code in known:
-            return
-        raise UnsupportedLanguageError(
-            f"language {language!r} is not supported by model {slug!r}; valid codes: {', '.join(known)}",
-            param="language",
-        )
 
     async def translate_file(self, path: Path, options: TranscriptionOptions) -> Transcript:
         """Translate `path`; `options` come from `validate()` (call it first, before fetching the audio)."""
