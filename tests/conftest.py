@@ -13,6 +13,16 @@ from tests.fakes import FakeFactory
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--engine-isolation",
+        choices=("process", "inprocess"),
+        default=None,
+        help="API tests: run every engine the default factory builds in this mode, whatever the registry "
+        "field and the executor's default say (CI runs tests/api once with each)",
+    )
+
+
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"

@@ -34,6 +34,11 @@ MODELS = {
 
 
 @pytest.fixture(autouse=True)
+def _engine_isolation() -> None:
+    """These tests choose isolation per model themselves (overrides tests/api/conftest.py)."""
+
+
+@pytest.fixture(autouse=True)
 def fake_targets(monkeypatch: pytest.MonkeyPatch) -> None:
     targets = {"pocketsphinx": "EchoTranscriber", "espeak": "ChunkSynthesizer"}
     for executor, name in targets.items():

@@ -35,6 +35,7 @@ class EchoTranscriber:
         self.spec = spec
         self.context = context
         self.ballast: np.ndarray | None = None
+        self.kept: np.ndarray | None = None
 
     def load(self) -> None:
         options = self.context.options
@@ -68,6 +69,10 @@ class EchoTranscriber:
             raise InvalidAudioError("audio is silent", param="file")
         if prompt == "bug":
             raise RuntimeError("engine bug")
+        if prompt == "keep":
+            self.kept = request.audio  # an engine that holds on to a request's audio
+        if prompt == "kept":
+            return TranscriptionResult(text=f"{float(np.sum(self.kept)):.1f}", language=None, duration=0.0)
         if prompt.startswith("rendezvous:"):
             _rendezvous(Path(prompt.removeprefix("rendezvous:")), parties=2)
         audio = request.audio
@@ -85,6 +90,11 @@ class ChunkSynthesizer:
     def voices(self) -> list[Voice]:
         return [Voice("alpha", default=True, origin=f"pid={os.getpid()}"), Voice("beta")]
 
+    def check_voice(self, name: str) -> None:
+        """Accepts blends of known voices ("alpha+beta"), which voices() does not list."""
+        if not all(part in ("alpha", "beta") for part in name.split("+")):
+            raise UnknownVoiceError(f"voice {name!r} not found", param="voice")
+
     def load(self) -> None:
         pass
 
@@ -92,8 +102,7 @@ class ChunkSynthesizer:
         pass
 
     def synthesize(self, request: SpeechRequest) -> Iterator[AudioChunk]:
-        if request.voice not in ("alpha", "beta"):
-            raise UnknownVoiceError(f"voice {request.voice!r} not found", param="voice")
+        self.check_voice(request.voice)
         count = int(request.options.get("chunks", 3))  # type: ignore[call-overload]
         pause = float(request.options.get("pause", 0.0))  # type: ignore[arg-type]
         marker = request.options.get("marker")

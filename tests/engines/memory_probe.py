@@ -14,6 +14,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -82,6 +85,19 @@ def probe(executor: str, model_dir: Path, mode: str, requests: int, repo: str | 
     settle()
     figures["unloaded"] = total_rss()
     figures["parent_unloaded"] = psutil.Process().memory_info().rss
+    return figures
+
+
+def run_probe(executor: str, model_dir: Path, mode: str, requests: int = 2) -> dict[str, Any]:
+    """This module in a fresh interpreter (the current one's sys.path): the figures it prints."""
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+    command = [sys.executable, "-m", "tests.engines.memory_probe", "--executor", executor]
+    command += ["--model-dir", str(model_dir), "--mode", mode, "--requests", str(requests)]
+    done = subprocess.run(command, env=env, cwd=root, capture_output=True, text=True, timeout=600)
+    if done.returncode != 0:
+        raise RuntimeError(f"memory probe failed for {executor} ({mode}):\n{done.stderr}")
+    figures: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
     return figures
 
 

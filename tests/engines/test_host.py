@@ -5,6 +5,9 @@ from __future__ import annotations
 import contextlib
 import os
 import pickle
+import subprocess
+import sys
+import textwrap
 import threading
 import time
 from collections.abc import Iterator
@@ -73,12 +76,11 @@ def _transcribe(engine: Any, audio: np.ndarray, prompt: str | None = None) -> st
 def test_long_audio_crosses_through_shared_memory_not_the_pipe(make_engine: Any, monkeypatch: Any) -> None:
     engine = make_engine()
     engine.load()
-    sent: list[int] = []
+    sent: list[Any] = []
     original_open = host_link.WorkerLink.open
 
     def spy(self: Any, method: str, payload: Any) -> Any:
-        sent.append(len(pickle.dumps(payload)))
-        assert isinstance(payload[1], SharedArray)
+        sent.append((len(pickle.dumps(payload)), payload[1]))
         return original_open(self, method, payload)
 
     monkeypatch.setattr(host_link.WorkerLink, "open", spy)
@@ -91,8 +93,44 @@ def test_long_audio_crosses_through_shared_memory_not_the_pipe(make_engine: Any,
     assert (int(size), dtype) == (audio.size, "float32")
     assert float(total) == pytest.approx(float(np.sum(audio, dtype=np.float64)), abs=1e-4)
     assert pid == f"pid={engine.worker_pid}" != f"pid={os.getpid()}"
-    assert sent[0] < 4096  # the request travelled without its 38 MB of audio
-    assert set(os.listdir("/dev/shm")) == before  # the block was unlinked
+    pickled, ref = sent[0]
+    assert isinstance(ref, SharedArray)
+    assert pickled < 4096  # the request travelled without its 38 MB of audio
+    assert set(os.listdir("/dev/shm")) == before  # too large to keep: that block is gone
+
+
+def test_shared_blocks_are_reused_and_unlinked_at_unload(make_engine: Any, monkeypatch: Any) -> None:
+    engine = make_engine()
+    engine.load()
+    names: list[str] = []
+    original_open = host_link.WorkerLink.open
+    monkeypatch.setattr(
+        host_link.WorkerLink, "open", lambda self, m, p: names.append(p[1].name) or original_open(self, m, p)
+    )
+    before = set(os.listdir("/dev/shm"))
+    rng = np.random.default_rng(1)
+
+    for seconds in (5, 4, 5):
+        audio = rng.uniform(-1, 1, 16_000 * seconds).astype(np.float32)
+        size, _, total, _ = _transcribe(engine, audio).split()
+        assert int(size) == audio.size
+        assert float(total) == pytest.approx(float(audio.sum(dtype=np.float64)), abs=1e-3)
+
+    assert len(set(names)) == 1  # one block carried all three requests
+    assert set(os.listdir("/dev/shm")) - before == {names[0].lstrip("/")}
+    engine.unload()
+    assert set(os.listdir("/dev/shm")) == before
+
+
+def test_a_block_the_engine_kept_is_never_reused(make_engine: Any) -> None:
+    engine = make_engine()
+    engine.load()
+    ones = np.ones(16_000 * 5, np.float32)
+
+    _transcribe(engine, ones, prompt="keep")  # the engine holds on to this audio
+    _transcribe(engine, np.zeros_like(ones))  # must not land in the block the engine still reads
+
+    assert _transcribe(engine, ones[:10], prompt="kept") == f"{ones.size:.1f}"
 
 
 def test_short_audio_is_sent_inline(make_engine: Any) -> None:
@@ -233,6 +271,9 @@ def test_voices_are_answered_in_the_parent_without_loading(make_engine: Any) -> 
     voices = engine.voices()
     assert [v.name for v in voices] == ["alpha", "beta"]
     assert voices[0].origin == f"pid={os.getpid()}"
+    engine.check_voice("alpha+beta")  # the engine's own validation, blends included
+    with pytest.raises(UnknownVoiceError):
+        engine.check_voice("alpha+nobody")
     assert engine.worker_pid is None
 
 
@@ -243,6 +284,8 @@ def test_the_proxy_has_exactly_the_capabilities_of_the_real_engine(make_engine: 
     assert isinstance(tts, Synthesizer)
     assert not isinstance(tts, Transcriber)
     assert not hasattr(tts, "transcribe")
+    assert not hasattr(asr, "check_voice")
+    assert not hasattr(asr, "voices")
     assert asr.can_translate is False  # before load: the class default, read in the parent
     asr.load()
     assert asr.can_translate is True  # after load: what the loaded engine says
@@ -316,3 +359,36 @@ def _total_rss(process: psutil.Process) -> int:
         with contextlib.suppress(psutil.NoSuchProcess):
             rss += child.memory_info().rss
     return rss
+
+
+def test_workers_exit_when_the_server_is_killed(tmp_path: Path) -> None:
+    """An orphaned worker never keeps a model's memory: its pipe closes and it exits, even mid-request."""
+    server = textwrap.dedent(
+        f"""
+        import threading, time
+        import numpy as np
+        from pathlib import Path
+        from talkies.engines.base import EngineContext, TranscriptionRequest
+        from talkies.engines.host import ProcessEngine
+        from talkies.registry import ModelSpec
+
+        spec = ModelSpec.model_validate({{"executor": "pocketsphinx", "slug": "orphan"}})
+        engine = ProcessEngine(spec, EngineContext("orphan", Path("/x"), "cpu"), target={ASR!r})
+        engine.load()
+        request = TranscriptionRequest(np.zeros(16, np.float32), prompt="hang")
+        threading.Thread(target=engine.transcribe, args=(request,), daemon=True).start()
+        print(engine.worker_pid, flush=True)
+        time.sleep(3600)
+        """
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+    process = subprocess.Popen([sys.executable, "-c", server], stdout=subprocess.PIPE, text=True, env=env)
+    try:
+        assert process.stdout is not None
+        worker = psutil.Process(int(process.stdout.readline()))
+        process.kill()
+        process.wait()
+        worker.wait(timeout=10)  # raises TimeoutExpired if the orphan lingers
+    finally:
+        process.kill()
+        process.wait()

@@ -42,12 +42,16 @@ from talkies.engines.base import (
     TranscriptionResult,
     Voice,
 )
-from talkies.engines.host_ipc import release, share_array
+from talkies.engines.host_ipc import INLINE_ARRAY_BYTES
 from talkies.engines.host_link import UNLOAD_GRACE, WorkerLink, live_workers, process_rss
 from talkies.errors import WorkerCrashedError
 from talkies.registry import ModelSpec
 
 _NO_AUDIO = np.zeros(0, dtype=np.float32)
+
+CATALOG_METHODS = frozenset({"voices", "check_voice"})
+"""Methods that must work without weights (see the Synthesizer Protocol): answered in the parent by an
+instance of the real engine class that is constructed but never loaded, without a round trip."""
 
 
 def start_helpers() -> None:
@@ -70,7 +74,8 @@ class ProcessEngine:
     `isinstance(engine, Transcriber)` answers as it would for the real engine: the proxy forwards only
     what the real engine has. Its plain data attributes (e.g. `can_translate`) are read from the loaded
     engine in the worker, or, before load, from an instance of the real class constructed (never loaded)
-    here; `voices()` is answered the same way, since it must work without weights.
+    here; the catalog methods (`voices()`, and `check_voice()` where the engine has one) are answered by
+    that instance, since they must work without weights. Other methods are not forwarded.
     """
 
     isolation = "process"
@@ -131,7 +136,7 @@ class ProcessEngine:
             )
             process.start()
             child_end.close()  # so that the worker's death reads as end-of-file here
-            worker = WorkerLink(process, parent_end, self.context.slug)
+            worker = WorkerLink(process, parent_end, self.context.slug, self.spec.max_concurrency)
             live_workers.add(worker)
             worker.wait_ready(self.load_timeout)
             self._worker = worker
@@ -180,6 +185,8 @@ class ProcessEngine:
     def __getattr__(self, name: str) -> Any:
         if name.startswith("_"):
             raise AttributeError(name)
+        if name in CATALOG_METHODS:
+            return getattr(self._local_engine(), name)
         return self._attribute(name)
 
 
@@ -195,16 +202,21 @@ class ProcessTranscriber(ProcessEngine):
     def transcribe(self, request: TranscriptionRequest) -> TranscriptionResult:
         worker = self._running()
         deadline = time.monotonic() + self.call_timeout
-        audio, block = share_array(np.ascontiguousarray(request.audio))
+        audio = np.ascontiguousarray(request.audio)
+        shared = worker.blocks.put(audio) if audio.nbytes > INLINE_ARRAY_BYTES else None
+        retained = True  # unless the worker says the engine let go of the audio, its block is retired
         try:
-            rid, inbox = worker.open("transcribe", (dataclasses.replace(request, audio=_NO_AUDIO), audio))
+            payload = (dataclasses.replace(request, audio=_NO_AUDIO), shared[0] if shared else audio)
+            rid, inbox = worker.open("transcribe", payload)
             try:
-                result: TranscriptionResult = worker.next_reply(inbox, deadline, self.call_timeout)
+                result: TranscriptionResult
+                result, retained = worker.next_reply(inbox, deadline, self.call_timeout)
                 return result
             finally:
                 worker.close_request(rid)
         finally:
-            release(block)
+            if shared is not None:
+                worker.blocks.give_back(*shared, retained=retained)
 
 
 class ProcessSynthesizer(ProcessEngine):

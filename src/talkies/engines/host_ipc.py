@@ -4,23 +4,28 @@ Messages are tuples, pickled by `multiprocessing.connection`:
 
     parent -> worker   ("call", rid, method, payload)   method: "transcribe" | "synthesize"
                        ("cancel", rid)                  stop a synthesis the caller abandoned
+                       ("forget", name)                 unmap a shared block the parent retired
                        ("exit",)                        unload the engine and exit
     worker -> parent   ("ready", pid, attributes)       after load(); attributes = the engine's plain data
                        ("load_failed", RemoteError)
-                       ("result", rid, value)           transcribe's result
+                       ("result", rid, (value, retained))  transcribe's result; retained: the engine
+                                                        may still hold the audio (its block is retired)
                        ("chunk", rid, AudioChunk)       one synthesized chunk, as soon as it is produced
                        ("end", rid)                     the synthesis is complete
                        ("error", rid, RemoteError)
 
 Large arrays do not travel through the pipe: the sender writes them once into a POSIX shared-memory block
-and sends its name (`SharedArray`); the receiver maps the block without copying.
+and sends its name (`SharedArray`); the receiver maps the block without copying. Blocks are reused from
+request to request (`BlockPool` / `MappedBlocks`), so a request pays for one copy and no page faults.
 """
 
 from __future__ import annotations
 
 import contextlib
 import pickle
+import threading
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing import shared_memory
 from typing import Any
@@ -32,8 +37,12 @@ from talkies import errors
 from talkies.errors import EngineError, ModelLoadError, TalkiesError
 
 INLINE_ARRAY_BYTES = 64 * 1024
-"""Arrays up to this size are pickled inline: creating and mapping a shared block costs more than copying."""
+"""Arrays up to this size (2 s of 16 kHz audio) are pickled inline; larger ones go through shared memory."""
 
+REUSE_MAX_BYTES = 16 * 1024 * 1024
+"""Blocks up to this size (4 min of audio) are kept and reused; larger ones are made for one request."""
+
+_GRANULE = 1024 * 1024
 _PLAIN_TYPES = (bool, int, float, str, bytes, type(None))
 
 
@@ -44,42 +53,112 @@ class SharedArray:
     name: str
     shape: tuple[int, ...]
     dtype: str
+    reusable: bool  # the receiver may keep the block mapped: it will carry later requests' arrays
 
 
-def share_array(
-    array: npt.NDArray[Any],
-) -> tuple[SharedArray | npt.NDArray[Any], shared_memory.SharedMemory | None]:
-    """Small arrays are returned as is; larger ones are copied once into a new shared block.
+class BlockPool:
+    """The sender's shared-memory blocks for one worker.
 
-    The caller owns the returned block: it must `release()` it once the receiver is done with it.
+    A fresh block costs a page fault per page on both sides, which for 5 s of audio is more than the
+    copy itself; so blocks up to REUSE_MAX_BYTES are reused (the worker maps each one once) and at most
+    `keep` of them stay around. `forget(name)` tells the worker to unmap a block that is retired.
     """
-    if array.nbytes <= INLINE_ARRAY_BYTES:
-        return array, None
-    block = shared_memory.SharedMemory(create=True, size=array.nbytes)
-    view: npt.NDArray[Any] = np.ndarray(array.shape, dtype=array.dtype, buffer=block.buf)
-    view[...] = array
-    del view
-    return SharedArray(block.name, tuple(array.shape), array.dtype.str), block
+
+    def __init__(self, keep: int, forget: Callable[[str], None]) -> None:
+        self._keep = keep
+        self._forget = forget
+        self._free: list[shared_memory.SharedMemory] = []
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def put(self, array: npt.NDArray[Any]) -> tuple[SharedArray, shared_memory.SharedMemory]:
+        """Copy `array` into a block (one copy). Hand the block back with `give_back` after the reply."""
+        nbytes = max(1, array.nbytes)
+        reusable = nbytes <= REUSE_MAX_BYTES
+        block = self._take(nbytes) if reusable else None
+        if block is None:
+            size = -(-nbytes // _GRANULE) * _GRANULE if reusable else nbytes
+            block = shared_memory.SharedMemory(create=True, size=size)
+        view: npt.NDArray[Any] = np.ndarray(array.shape, dtype=array.dtype, buffer=block.buf)
+        view[...] = array
+        del view
+        return SharedArray(block.name, tuple(array.shape), array.dtype.str, reusable), block
+
+    def _take(self, nbytes: int) -> shared_memory.SharedMemory | None:
+        with self._lock:
+            fitting = [b for b in self._free if b.size >= nbytes]
+            if not fitting:
+                return None
+            block = min(fitting, key=lambda b: b.size)
+            self._free.remove(block)
+            return block
+
+    def give_back(self, ref: SharedArray, block: shared_memory.SharedMemory, *, retained: bool) -> None:
+        """`retained`: the engine may still hold the array (or the call's outcome is unknown): retire it."""
+        if ref.reusable and not retained:
+            with self._lock:
+                if not self._closed:
+                    self._free.append(block)
+                    if len(self._free) <= self._keep:
+                        return
+                    block = min(self._free, key=lambda b: b.size)
+                    self._free.remove(block)
+        if ref.reusable:
+            self._forget(block.name)
+        release(block)
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            free, self._free = self._free, []
+        for block in free:
+            release(block)
 
 
-def release(block: shared_memory.SharedMemory | None) -> None:
-    if block is None:
-        return
+def release(block: shared_memory.SharedMemory) -> None:
     block.close()
     with contextlib.suppress(FileNotFoundError):
         block.unlink()
 
 
-def attach_array(ref: SharedArray) -> tuple[npt.NDArray[Any], shared_memory.SharedMemory]:
-    """Map a shared block as an array (no copy); the engine's writes, if any, land in the block."""
-    block = shared_memory.SharedMemory(name=ref.name)
-    return np.ndarray(ref.shape, dtype=np.dtype(ref.dtype), buffer=block.buf), block
+class MappedBlocks:
+    """The receiver's side: reusable blocks stay mapped until the sender retires them."""
 
+    def __init__(self) -> None:
+        self._mapped: dict[str, shared_memory.SharedMemory] = {}
+        self._pinned: list[shared_memory.SharedMemory] = []  # blocks an engine kept a view of
+        self._lock = threading.Lock()
 
-def detach(block: shared_memory.SharedMemory) -> None:
-    """Unmap a block in the receiver. An engine that kept a view alive keeps the mapping until it lets go."""
-    with contextlib.suppress(BufferError):
-        block.close()
+    def view(self, ref: SharedArray) -> tuple[npt.NDArray[Any], shared_memory.SharedMemory | None]:
+        """The array (no copy) and, for a one-off block, the mapping to `done()` with after the call."""
+        with self._lock:
+            block = self._mapped.get(ref.name)
+            if block is None:
+                block = shared_memory.SharedMemory(name=ref.name)
+                if ref.reusable:
+                    self._mapped[ref.name] = block
+        array: npt.NDArray[Any] = np.ndarray(ref.shape, dtype=np.dtype(ref.dtype), buffer=block.buf)
+        return array, None if ref.reusable else block
+
+    def done(self, ref: SharedArray, one_off: shared_memory.SharedMemory | None, *, retained: bool) -> None:
+        block = one_off
+        if retained:
+            with self._lock:
+                block = self._mapped.pop(ref.name, None) or one_off
+                if block is not None:
+                    self._pinned.append(block)  # unmapped only when the worker exits
+            return
+        if block is not None:
+            block.close()
+
+    def forget(self, name: str) -> None:
+        with self._lock:
+            block = self._mapped.pop(name, None)
+        if block is not None:
+            try:
+                block.close()
+            except BufferError:
+                self._pinned.append(block)
 
 
 # --- errors --------------------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
 from typing import Any
 
-from talkies.engines.host_ipc import RemoteError, unpack_error
+from talkies.engines.host_ipc import BlockPool, RemoteError, unpack_error
 from talkies.errors import LoadTimeoutError, ModelLoadError, WorkerCrashedError
 
 log = logging.getLogger(__name__)
@@ -33,7 +33,7 @@ live_workers: set[WorkerLink] = set()  # workers to stop if the server exits wit
 class WorkerLink:
     """One worker process and the parent's side of its pipe."""
 
-    def __init__(self, process: BaseProcess, conn: Connection, slug: str) -> None:
+    def __init__(self, process: BaseProcess, conn: Connection, slug: str, concurrency: int = 1) -> None:
         self.process = process
         self.conn = conn
         self.slug = slug
@@ -46,6 +46,8 @@ class WorkerLink:
         self._death: str | None = None  # why the worker is gone, once it is
         self._reader: threading.Thread | None = None
         self._closed = False
+        self._stopping = threading.Lock()  # one kill / stop at a time
+        self.blocks = BlockPool(keep=max(2, concurrency), forget=self._forget)
 
     # --- start ---------------------------------------------------------------------------------------
 
@@ -62,7 +64,10 @@ class WorkerLink:
                 self.process.join()
                 how = self._exit()
                 self.close()
-                raise ModelLoadError(f"model {self.slug!r}: the engine worker died while loading ({how})")
+                raise ModelLoadError(
+                    f"model {self.slug!r}: the engine worker died while loading ({how}); "
+                    "its traceback, if any, is in the server's log"
+                )
         try:
             message = self.conn.recv()
         except (EOFError, OSError):
@@ -70,7 +75,8 @@ class WorkerLink:
             how = self._exit()
             self.close()
             raise ModelLoadError(
-                f"model {self.slug!r}: the engine worker died while loading ({how})"
+                f"model {self.slug!r}: the engine worker died while loading ({how}); "
+                "its traceback, if any, is in the server's log"
             ) from None
         if message[0] == "load_failed":
             self.process.join(UNLOAD_GRACE)
@@ -131,6 +137,13 @@ class WorkerLink:
             raise self.crashed() from None
         return rid, inbox
 
+    def _forget(self, name: str) -> None:
+        try:
+            with self._send_lock:
+                self.conn.send(("forget", name))
+        except (OSError, ValueError):
+            pass
+
     def close_request(self, rid: int, *, cancel: bool = False) -> None:
         with self._lock:
             found = self._pending.pop(rid, None) is not None
@@ -171,37 +184,39 @@ class WorkerLink:
     # --- stop ----------------------------------------------------------------------------------------
 
     def kill(self, reason: str) -> None:
-        with self._lock:
-            if self._closed:
-                return
-            if self._death is None:
-                self._death = f"its worker (pid {self.pid}) was killed because {reason}"
-        self.process.kill()
-        self.process.join()
-        self.close()
+        with self._stopping:
+            with self._lock:
+                if self._closed:
+                    return
+                if self._death is None:
+                    self._death = f"its worker (pid {self.pid}) was killed because {reason}"
+            self.process.kill()
+            self.process.join()
+            self.close()
 
     def stop(self, grace: float) -> None:
         """Ask the worker to exit (it unloads the engine), then SIGTERM, then SIGKILL. Always joins."""
-        with self._lock:
-            if self._closed:
-                return
-            if self._death is None:
-                self._death = f"its worker (pid {self.pid}) was stopped (the model was unloaded)"
-        try:
-            with self._send_lock:
-                self.conn.send(("exit",))
-        except (OSError, ValueError):
-            pass
-        self.process.join(grace)
-        if self.process.is_alive():
-            log.warning("model %s: worker %s did not exit in %gs; terminating", self.slug, self.pid, grace)
-            self.process.terminate()
+        with self._stopping:
+            with self._lock:
+                if self._closed:
+                    return
+                if self._death is None:
+                    self._death = f"its worker (pid {self.pid}) was stopped (the model was unloaded)"
+            try:
+                with self._send_lock:
+                    self.conn.send(("exit",))
+            except (OSError, ValueError):
+                pass
             self.process.join(grace)
-        if self.process.is_alive():
-            log.warning("model %s: worker %s ignored SIGTERM; killing", self.slug, self.pid)
-            self.process.kill()
-            self.process.join()
-        self.close()
+            if self.process.is_alive():
+                log.warning("model %s: worker %s still up after %gs; SIGTERM", self.slug, self.pid, grace)
+                self.process.terminate()
+                self.process.join(grace)
+            if self.process.is_alive():
+                log.warning("model %s: worker %s still up after SIGTERM; SIGKILL", self.slug, self.pid)
+                self.process.kill()
+                self.process.join()
+            self.close()
 
     def close(self) -> None:
         """Release the pipe, the reader thread and the process handle of a worker that has exited."""
@@ -212,6 +227,7 @@ class WorkerLink:
         if self._reader is not None:
             self._reader.join()  # the worker has exited, so the reader has seen end-of-file
         self.conn.close()
+        self.blocks.close()
         live_workers.discard(self)
         self.process.close()
 

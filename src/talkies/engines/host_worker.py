@@ -12,16 +12,17 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import logging
+import multiprocessing.util
 import os
 import signal
 import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from multiprocessing.connection import Connection
-from typing import Any
+from typing import Any, NoReturn
 
 from talkies.engines.base import EngineContext, SpeechRequest, TranscriptionRequest
-from talkies.engines.host_ipc import SharedArray, attach_array, detach, pack_error, plain_attributes
+from talkies.engines.host_ipc import MappedBlocks, SharedArray, pack_error, plain_attributes
 from talkies.registry import ModelSpec
 
 log = logging.getLogger(__name__)
@@ -59,10 +60,11 @@ def serve(
         engine.load()
     except BaseException as exc:
         replies.send(("load_failed", pack_error(exc)))
-        return
+        _exit_now(1)
     replies.send(("ready", os.getpid(), plain_attributes(engine)))
 
     cancelled: dict[int, threading.Event] = {}
+    blocks = MappedBlocks()
     pool = ThreadPoolExecutor(max_workers=max_concurrency, thread_name_prefix=f"engine-{context.slug}")
     while True:
         try:
@@ -74,28 +76,54 @@ def serve(
         if kind == "call":
             _, rid, method, payload = message
             cancelled[rid] = threading.Event()
-            pool.submit(_run_call, engine, replies, rid, method, payload, cancelled)
+            pool.submit(_run_call, engine, replies, rid, method, payload, cancelled, blocks)
         elif kind == "cancel":
             event = cancelled.get(message[1])
             if event is not None:
                 event.set()
+        elif kind == "forget":
+            blocks.forget(message[1])
         elif kind == "exit":
             break
     pool.shutdown(wait=False, cancel_futures=True)
+    code = 0
     try:
         engine.unload()
     except Exception:
         log.exception("unloading %s failed", context.slug)
+        code = 1
+    _exit_now(code)
+
+
+def _exit_now(code: int) -> NoReturn:
+    """Exit without the interpreter's teardown, as multiprocessing does for forked children.
+
+    The engine has let go of its files and devices; collecting torch, spaCy, ... module by module takes
+    seconds and gives back nothing that the exit does not. multiprocessing's finalizers still run, so
+    the semaphores and shared blocks this process registered are released, not reported as leaked.
+    """
+    try:
+        multiprocessing.util._exit_function()  # type: ignore[attr-defined]
+    except Exception:
+        log.exception("multiprocessing finalizers failed")
+    logging.shutdown()
     sys.stdout.flush()
     sys.stderr.flush()
+    os._exit(code)
 
 
 def _run_call(
-    engine: Any, replies: _Replies, rid: int, method: str, payload: Any, cancelled: dict[int, threading.Event]
+    engine: Any,
+    replies: _Replies,
+    rid: int,
+    method: str,
+    payload: Any,
+    cancelled: dict[int, threading.Event],
+    blocks: MappedBlocks,
 ) -> None:
     try:
         if method == "transcribe":
-            _transcribe(engine, replies, rid, payload)
+            _transcribe(engine, replies, rid, payload, blocks)
         elif method == "synthesize":
             _synthesize(engine, replies, rid, payload, cancelled[rid])
         else:
@@ -106,18 +134,31 @@ def _run_call(
         cancelled.pop(rid, None)
 
 
-def _transcribe(engine: Any, replies: _Replies, rid: int, payload: tuple[TranscriptionRequest, Any]) -> None:
+def _transcribe(
+    engine: Any, replies: _Replies, rid: int, payload: tuple[TranscriptionRequest, Any], blocks: MappedBlocks
+) -> None:
     request, audio = payload
-    block = None
-    if isinstance(audio, SharedArray):
-        audio, block = attach_array(audio)
+    if not isinstance(audio, SharedArray):
+        replies.send(("result", rid, (engine.transcribe(request_with(request, audio)), False)))
+        return
+    ref = audio
+    audio, one_off = blocks.view(ref)
     try:
-        result = engine.transcribe(dataclasses.replace(request, audio=audio))
-    finally:
-        del audio, request
-        if block is not None:
-            detach(block)
-    replies.send(("result", rid, result))
+        outcome: tuple[Any, ...] = ("result", rid, engine.transcribe(request_with(request, audio)))
+    except BaseException as exc:
+        outcome = ("error", rid, pack_error(exc))
+    # With the call's frames gone, only our name and getrefcount's argument remain unless the engine kept a
+    # view of the audio; if it did, the block must not carry the next request's audio.
+    retained = sys.getrefcount(audio) > 2
+    del audio
+    blocks.done(ref, one_off, retained=retained)
+    if outcome[0] == "result":
+        outcome = ("result", rid, (outcome[2], retained))
+    replies.send(outcome)
+
+
+def request_with(request: TranscriptionRequest, audio: Any) -> TranscriptionRequest:
+    return dataclasses.replace(request, audio=audio)
 
 
 def _synthesize(
