@@ -71,14 +71,18 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         store = FileStore(Path(tmp) / "files", max_upload_bytes=2**40)
-        print(f"{'upload':<10}{'MiB':>6}{'streamed s':>12}{'MiB/s':>8}{'peak MiB':>10}"
-              f"{'buffered s':>12}{'peak MiB':>10}")
+        print(
+            f"{'upload':<10}{'MiB':>6}{'streamed s':>12}{'MiB/s':>8}{'peak MiB':>10}"
+            f"{'buffered s':>12}{'peak MiB':>10}"
+        )
         for mib in args.mib:
             total = mib * 2**20
             s_time, s_peak = measure(partial(streamed_put, store, total), args.repeats)
             b_time, b_peak = measure(partial(buffered_put, store, total), args.repeats)
-            print(f"{'PUT':<10}{mib:>6}{s_time:>12.3f}{mib / s_time:>8.0f}{s_peak:>10.1f}"
-                  f"{b_time:>12.3f}{b_peak:>10.1f}")
+            print(
+                f"{'PUT':<10}{mib:>6}{s_time:>12.3f}{mib / s_time:>8.0f}{s_peak:>10.1f}"
+                f"{b_time:>12.3f}{b_peak:>10.1f}"
+            )
 
         served = Path(tmp) / "served"
         served.mkdir()
@@ -100,8 +104,10 @@ def main() -> None:
         server.shutdown()
         server.server_close()
         miss, hit = statistics.median(misses), statistics.median(hits)
-        print(f"download {mib} MiB from loopback: miss {miss:.3f} s ({mib / miss:.0f} MiB/s), "
-              f"hit {hit * 1000:.2f} ms ({miss / hit:.0f}x faster)")
+        print(
+            f"download {mib} MiB from loopback: miss {miss:.3f} s ({mib / miss:.0f} MiB/s), "
+            f"hit {hit * 1000:.2f} ms ({miss / hit:.0f}x faster)"
+        )
 
 
 if __name__ == "__main__":

@@ -15,6 +15,8 @@ from talkies.api.app import create_app
 from talkies.settings import Settings
 
 pytestmark = pytest.mark.anyio
+
+
 @pytest.fixture
 async def app(make_settings: Callable[..., Settings]) -> AsyncIterator[FastAPI]:
     application = create_app(make_settings(max_upload_bytes=4096))
@@ -84,7 +86,10 @@ async def test_symlink_is_404(client: httpx.AsyncClient, app: FastAPI, tmp_path:
 
 
 async def _call(
-    app: FastAPI, method: str, raw_path: bytes, messages: list[dict[str, Any]],
+    app: FastAPI,
+    method: str,
+    raw_path: bytes,
+    messages: list[dict[str, Any]],
     fail_with: Exception | None = None,
 ) -> int:
     """Drive the ASGI app directly: a raw, un-normalised path and a scripted body. Once the script is
@@ -104,10 +109,19 @@ async def _call(
         sent.append(message)
 
     scope = {
-        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": method,
-        "scheme": "http", "path": raw_path.decode("latin-1"), "raw_path": raw_path, "query_string": b"",
-        "root_path": "", "headers": [(b"host", b"talkies")], "client": ("127.0.0.1", 1),
-        "server": ("talkies", 80), "state": {},
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": method,
+        "scheme": "http",
+        "path": raw_path.decode("latin-1"),
+        "raw_path": raw_path,
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"host", b"talkies")],
+        "client": ("127.0.0.1", 1),
+        "server": ("talkies", 80),
+        "state": {},
     }
     try:
         await app(scope, receive, send)
@@ -119,8 +133,14 @@ async def _call(
 
 @pytest.mark.parametrize(
     "raw_path",
-    [b"/v1/files/../etc/passwd", b"/v1/files/a/./b.wav", b"/v1/files/a\\b.wav", b"/v1/files/a//b.wav",
-     b"/v1/files/a/..", b"/v1/files/x\x00.wav"],
+    [
+        b"/v1/files/../etc/passwd",
+        b"/v1/files/a/./b.wav",
+        b"/v1/files/a\\b.wav",
+        b"/v1/files/a//b.wav",
+        b"/v1/files/a/..",
+        b"/v1/files/x\x00.wav",
+    ],
 )
 async def test_hostile_raw_paths_are_400(app: FastAPI, raw_path: bytes) -> None:
     body = [{"type": "http.request", "body": b"data", "more_body": False}]

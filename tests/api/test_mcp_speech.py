@@ -59,14 +59,20 @@ async def _call(session: ClientSession, tool: str, **arguments: Any) -> Any:
 
 async def test_put_transcribe_speak_get(base_url: str, recording: bytes) -> None:
     async for session in _session(f"{base_url}/v1/mcp"):
-        staged = await _call(session, "put_file", path="in/weather.wav",
-                             content_base64=base64.b64encode(recording).decode())
+        staged = await _call(
+            session, "put_file", path="in/weather.wav", content_base64=base64.b64encode(recording).decode()
+        )
         assert staged["size"] == len(recording)
 
         body = await _call(session, "transcribe", file_path="in/weather.wav", model="pocketsphinx-en-us")
         assert word_overlap(SENTENCE, json.loads(body)["text"]) >= 0.6
-        srt = await _call(session, "transcribe", file_path="in/weather.wav", model="pocketsphinx-en-us",
-                          response_format="srt")
+        srt = await _call(
+            session,
+            "transcribe",
+            file_path="in/weather.wav",
+            model="pocketsphinx-en-us",
+            response_format="srt",
+        )
         assert "-->" in srt
 
         models = {m["slug"]: m for m in (await _call(session, "list_models"))["models"]}
@@ -89,12 +95,18 @@ async def test_put_transcribe_speak_get(base_url: str, recording: bytes) -> None
         with wave.open(io.BytesIO(audio)) as wav:
             assert abs(wav.getnframes() / wav.getframerate() - spoken["duration"]) < 0.05
 
-        again = await _call(session, "transcribe", file_path=spoken["path"], model="pocketsphinx-en-us",
-                            response_format="text")
+        again = await _call(
+            session,
+            "transcribe",
+            file_path=spoken["path"],
+            model="pocketsphinx-en-us",
+            response_format="text",
+        )
         assert word_overlap(SPOKEN, again) >= 0.6
 
-        named = await _call(session, "speak", text="Hello.", model="espeak-ng", response_format="mp3",
-                            path="out/hello.mp3")
+        named = await _call(
+            session, "speak", text="Hello.", model="espeak-ng", response_format="mp3", path="out/hello.mp3"
+        )
         assert named["path"] == "out/hello.mp3"
         assert named["duration"] > 0.2
 
@@ -105,8 +117,11 @@ async def test_tool_errors_are_clear(base_url: str) -> None:
             ("transcribe", {"file_path": "nope.wav", "model": "pocketsphinx-en-us"}, "not found"),
             ("transcribe", {"file_path": "nope.wav", "model": "espeak-ng"}, "text-to-speech"),
             ("transcribe", {"file_path": "x.wav", "model": "missing-model"}, "HTTP 404"),
-            ("transcribe", {"file_path": "http://169.254.169.254/", "model": "pocketsphinx-en-us"},
-             "cloud-metadata"),
+            (
+                "transcribe",
+                {"file_path": "http://169.254.169.254/", "model": "pocketsphinx-en-us"},
+                "cloud-metadata",
+            ),
             ("speak", {"text": "hi", "model": "pocketsphinx-en-us"}, "speech-to-text"),
             ("speak", {"text": "hi", "model": "espeak-ng", "voice": "no-such-voice"}, "no-such-voice"),
             ("speak", {"text": "hi", "model": "espeak-ng", "path": "../x.wav"}, "invalid path"),

@@ -83,19 +83,21 @@ class _Tools:
         models = []
         for spec in self.registry.models.values():
             reason = self.pool.unavailable_reason(spec.slug)
-            models.append({
-                "slug": spec.slug,
-                "modality": spec.modality,
-                "executor": spec.executor,
-                "default_source_lang": spec.default_source_lang,
-                "default_target_lang": spec.default_target_lang,
-                "default_task": spec.default_task if spec.modality == "asr" else None,
-                "default_voice": spec.default_voice,
-                "languages": list(spec.languages),
-                "loaded": self.pool.is_loaded(spec.slug),
-                "available": reason is None,
-                "unavailable_reason": reason,
-            })
+            models.append(
+                {
+                    "slug": spec.slug,
+                    "modality": spec.modality,
+                    "executor": spec.executor,
+                    "default_source_lang": spec.default_source_lang,
+                    "default_target_lang": spec.default_target_lang,
+                    "default_task": spec.default_task if spec.modality == "asr" else None,
+                    "default_voice": spec.default_voice,
+                    "languages": list(spec.languages),
+                    "loaded": self.pool.is_loaded(spec.slug),
+                    "available": reason is None,
+                    "unavailable_reason": reason,
+                }
+            )
         return {"models": models}
 
     async def list_files(self) -> dict[str, Any]:
@@ -118,8 +120,12 @@ class _Tools:
                 f"fetch it with GET /v1/files/{path.removeprefix('/')} instead"
             )
         encoded = await anyio.to_thread.run_sync(lambda: base64.b64encode(opened.read_all()).decode("ascii"))
-        return {"path": path.removeprefix("/"), "size": opened.size, "content_type": opened.content_type,
-                "content_base64": encoded}
+        return {
+            "path": path.removeprefix("/"),
+            "size": opened.size,
+            "content_type": opened.content_type,
+            "content_base64": encoded,
+        }
 
     async def delete_file(self, path: str) -> dict[str, Any]:
         await self.files.delete(path)
@@ -147,17 +153,26 @@ class _Tools:
     async def speak(
         self, text: str, model: str, voice: str | None, response_format: str, speed: float, path: str | None
     ) -> dict[str, Any]:
-        options = SpeechOptions(model=model, input=text, voice=voice, response_format=response_format,
-                                speed=speed)
+        options = SpeechOptions(
+            model=model, input=text, voice=voice, response_format=response_format, speed=speed
+        )
         staged = await speak_to_file(self.speech, self.files, options, path)
-        return {"path": staged.path, "format": staged.format, "content_type": staged.content_type,
-                "size": staged.size, "duration": round(staged.duration, 3)}
+        return {
+            "path": staged.path,
+            "format": staged.format,
+            "content_type": staged.content_type,
+            "size": staged.size,
+            "duration": round(staged.duration, 3),
+        }
 
     async def list_voices(self, model: str | None) -> dict[str, Any]:
         entries = await anyio.to_thread.run_sync(self.speech.voices, model)
-        return {"voices": [
-            {"voice": e.voice, "model": e.model, "default": e.default, "origin": e.origin} for e in entries
-        ]}
+        return {
+            "voices": [
+                {"voice": e.voice, "model": e.model, "default": e.default, "origin": e.origin}
+                for e in entries
+            ]
+        }
 
 
 def _decode_base64(text: str) -> bytes:

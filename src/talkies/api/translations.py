@@ -12,14 +12,17 @@ from typing import Annotated, Any
 
 import anyio.to_thread
 from fastapi import APIRouter, Depends, Request, Response
-from fastapi.exceptions import RequestValidationError
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from talkies.api.audio import get_transcription_service, resolve_file_path
+from talkies.api.audio import (
+    AudioForm,
+    audio_source,
+    check_single_source,
+    get_transcription_service,
+    parse_audio_form,
+)
 from talkies.api.cancel import cancel_on_disconnect
 from talkies.api.deps import SettingsDep, note_model
-from talkies.api.uploads import ReceivedForm, receive_form
-from talkies.errors import BadRequestError
+from talkies.api.uploads import receive_form
 from talkies.services.transcription import TranscriptionOptions
 from talkies.services.translation import TranslationService
 
@@ -33,29 +36,8 @@ def get_translation_service(request: Request) -> TranslationService:
 TranslationDep = Annotated[TranslationService, Depends(get_translation_service)]
 
 
-class TranslationForm(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
-    model: str = Field(min_length=1)
-    file_path: str | None = None
-    prompt: str | None = None
-    response_format: str | None = None
-    temperature: float | None = Field(None, ge=0.0, le=2.0)
-    language: str | None = None
-
-    @field_validator("language", "response_format", "prompt", "file_path", mode="before")
-    @classmethod
-    def _blank_is_none(cls, value: Any) -> Any:
-        return None if isinstance(value, str) and not value.strip() else value
-
-
-def parse_translation_form(form: ReceivedForm) -> TranslationForm:
-    raw: dict[str, Any] = {k: v[-1] for k, v in form.fields.items() if v}
-    try:
-        return TranslationForm.model_validate(raw)
-    except ValidationError as exc:
-        errors = [{**err, "loc": ("body", *err["loc"])} for err in exc.errors(include_url=False)]
-        raise RequestValidationError(errors) from None
+class TranslationForm(AudioForm):
+    """OpenAI's translation fields (`language` names the source; the output is English)."""
 
 
 _FORM_DOC: dict[str, Any] = {
@@ -86,11 +68,9 @@ async def create_translation(request: Request, settings: SettingsDep, service: T
     async with receive_form(
         request, max_file_bytes=settings.max_upload_bytes, tmp_dir=settings.data_dir / "tmp"
     ) as form:
-        fields = parse_translation_form(form)
+        fields = parse_audio_form(form, TranslationForm)
         note_model(request, fields.model)
-        upload = form.files.get("file")
-        if upload is not None and fields.file_path:
-            raise BadRequestError("send either 'file' or 'file_path', not both", param="file")
+        check_single_source(form, fields)
         asked = TranscriptionOptions(
             model=fields.model,
             response_format=fields.response_format,
@@ -99,11 +79,6 @@ async def create_translation(request: Request, settings: SettingsDep, service: T
             temperature=fields.temperature,
         )
         options = await anyio.to_thread.run_sync(service.validate, asked)  # may read the snapshot
-        if upload is not None:
-            path = upload.path
-        elif fields.file_path:
-            path = await resolve_file_path(request, fields.file_path)
-        else:
-            raise BadRequestError("no audio: send a 'file' (or a 'file_path')", param="file")
+        path = await audio_source(request, form, fields)
         transcript = await cancel_on_disconnect(request, service.translate_file(path, options))
     return Response(transcript.body, media_type=transcript.content_type)
