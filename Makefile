@@ -22,8 +22,11 @@ install: $(STAMP)
 run: $(STAMP)
 	$(VENV)/bin/talkies serve
 
+# The whole suite (engines in worker processes where the registry/executor default says so), then the
+# API suite again with every engine in the server process (TALKIES_ENGINE_ISOLATION=inprocess).
 test: $(STAMP)
 	$(PY) -m pytest tests
+	$(PY) -m pytest tests/api --engine-isolation=inprocess
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests bench

@@ -35,8 +35,25 @@ def median_ms(fn: Callable[[], object], repeats: int) -> float:
 
 
 def ffmpeg_decode(path: Path) -> np.ndarray:
-    raw = subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-i", str(path), "-f", "f32le", "-ac", "1",
-                          "-ar", "16000", "-"], check=True, capture_output=True).stdout
+    raw = subprocess.run(
+        [
+            "ffmpeg",
+            "-nostdin",
+            "-v",
+            "error",
+            "-i",
+            str(path),
+            "-f",
+            "f32le",
+            "-ac",
+            "1",
+            "-ar",
+            "16000",
+            "-",
+        ],
+        check=True,
+        capture_output=True,
+    ).stdout
     return np.frombuffer(raw, np.float32)
 
 
@@ -73,8 +90,9 @@ def main() -> None:
             pyav = median_ms(lambda clip=clip: decode_audio(clip), args.repeats)
             spawn = median_ms(lambda clip=clip: ffmpeg_decode(clip), args.repeats)
             print(f"{seconds:>8g} s {pyav:8.1f} {spawn:8.1f} {spawn / pyav:5.1f}x")
-        spawn_only = median_ms(lambda: subprocess.run(["ffmpeg", "-version"], check=True,
-                                                      capture_output=True), args.repeats)
+        spawn_only = median_ms(
+            lambda: subprocess.run(["ffmpeg", "-version"], check=True, capture_output=True), args.repeats
+        )
         print(f"ffmpeg process spawn alone (ffmpeg -version): {spawn_only:.1f} ms")
 
     t = np.arange(5 * 24_000) / 24_000

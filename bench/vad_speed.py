@@ -29,8 +29,16 @@ def make_audio(minutes: float) -> npt.NDArray[np.float32]:
     if shutil.which("espeak-ng"):
         with tempfile.TemporaryDirectory() as tmp:
             wav = Path(tmp) / "s.wav"
-            subprocess.run(["espeak-ng", "-w", str(wav), "Measuring how fast voice activity detection runs "
-                            "on a long recording with pauses between sentences."], check=True)
+            subprocess.run(
+                [
+                    "espeak-ng",
+                    "-w",
+                    str(wav),
+                    "Measuring how fast voice activity detection runs "
+                    "on a long recording with pauses between sentences.",
+                ],
+                check=True,
+            )
             speech = decode_audio(wav)
     else:
         speech = (0.3 * rng.standard_normal(16_000 * 4)).astype(np.float32)
@@ -48,8 +56,9 @@ def naive_probabilities(audio: npt.NDArray[np.float32]) -> npt.NDArray[np.float3
     options.intra_op_num_threads = 1
     options.inter_op_num_threads = 1
     options.log_severity_level = 3
-    session = onnxruntime.InferenceSession(str(model_path("silero_vad.onnx")), sess_options=options,
-                                           providers=["CPUExecutionProvider"])
+    session = onnxruntime.InferenceSession(
+        str(model_path("silero_vad.onnx")), sess_options=options, providers=["CPUExecutionProvider"]
+    )
     padded = np.zeros(-(-audio.size // WINDOW) * WINDOW, np.float32)
     padded[: audio.size] = audio
     state = np.zeros((2, 1, 128), np.float32)
@@ -57,8 +66,9 @@ def naive_probabilities(audio: npt.NDArray[np.float32]) -> npt.NDArray[np.float3
     rate = np.array(16_000, np.int64)
     out = np.empty(padded.size // WINDOW, np.float32)
     for index, window in enumerate(padded.reshape(-1, WINDOW)):
-        probs, state = session.run(None, {"input": np.concatenate([context, window])[None],
-                                          "state": state, "sr": rate})
+        probs, state = session.run(
+            None, {"input": np.concatenate([context, window])[None], "state": state, "sr": rate}
+        )
         context = window[-64:]
         out[index] = probs[0, 0]
     return out

@@ -36,6 +36,6 @@ echo "install: python packages [$EXTRAS] (constraints-cpu.txt)"
 if [[ ",$EXTRAS," == *",test,"* ]]; then
     # openai-whisper is only needed for its tokenizer asset when tests build Whisper models; its own
     # dependencies (triton, a second torch) are not wanted.
-    .venv/bin/pip install -q --no-deps -c constraints-cpu.txt openai-whisper
+    .venv/bin/pip install -q --no-deps openai-whisper==20250625
 fi
 echo "install: done"

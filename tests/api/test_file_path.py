@@ -80,8 +80,11 @@ def test_url_is_downloaded_once(client: httpx.Client, origin: tuple[str, Counter
 
 def test_file_path_errors(client: httpx.Client, clip: Path, origin: tuple[str, Counter[str]]) -> None:
     base, _ = origin
-    both = client.post("/v1/audio/transcriptions", data={"model": MODEL, "file_path": "clips/a.wav"},
-                       files={"file": ("a.wav", clip.read_bytes())})
+    both = client.post(
+        "/v1/audio/transcriptions",
+        data={"model": MODEL, "file_path": "clips/a.wav"},
+        files={"file": ("a.wav", clip.read_bytes())},
+    )
     assert both.status_code == 400
     assert "not both" in both.json()["detail"]
     neither = transcribe(client)

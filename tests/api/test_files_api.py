@@ -15,6 +15,8 @@ from talkies.api.app import create_app
 from talkies.settings import Settings
 
 pytestmark = pytest.mark.anyio
+
+
 @pytest.fixture
 async def app(make_settings: Callable[..., Settings]) -> AsyncIterator[FastAPI]:
     application = create_app(make_settings(max_upload_bytes=4096))
@@ -67,6 +69,13 @@ async def test_upload_cap_declared_and_streamed(client: httpx.AsyncClient, app: 
     assert list(files_root(app).iterdir()) == []
 
 
+async def test_413_stops_reading_the_body(app: FastAPI) -> None:
+    body = [{"type": "http.request", "body": b"x" * 1000, "more_body": True} for _ in range(100)]
+    assert await _call(app, "PUT", b"/v1/files/big.bin", body) == 413
+    assert len(body) >= 94  # refused at the 5th KB of a 100 KB body (cap 4096)
+    assert list(files_root(app).iterdir()) == []
+
+
 async def test_symlink_is_404(client: httpx.AsyncClient, app: FastAPI, tmp_path: Path) -> None:
     secret = tmp_path / "secret.txt"
     secret.write_text("secret")
@@ -77,12 +86,16 @@ async def test_symlink_is_404(client: httpx.AsyncClient, app: FastAPI, tmp_path:
 
 
 async def _call(
-    app: FastAPI, method: str, raw_path: bytes, messages: list[dict[str, Any]],
+    app: FastAPI,
+    method: str,
+    raw_path: bytes,
+    messages: list[dict[str, Any]],
     fail_with: Exception | None = None,
 ) -> int:
     """Drive the ASGI app directly: a raw, un-normalised path and a scripted body. Once the script is
-    spent, `receive` raises `fail_with` (a broken transport) or reports a client disconnect."""
-    script = list(messages)
+    spent, `receive` raises `fail_with` (a broken transport) or reports a client disconnect. Messages are
+    consumed from `messages` itself, so a caller can see how much of the body was read."""
+    script = messages
     sent: list[dict[str, Any]] = []
 
     async def receive() -> dict[str, Any]:
@@ -96,10 +109,19 @@ async def _call(
         sent.append(message)
 
     scope = {
-        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": method,
-        "scheme": "http", "path": raw_path.decode("latin-1"), "raw_path": raw_path, "query_string": b"",
-        "root_path": "", "headers": [(b"host", b"talkies")], "client": ("127.0.0.1", 1),
-        "server": ("talkies", 80), "state": {},
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": method,
+        "scheme": "http",
+        "path": raw_path.decode("latin-1"),
+        "raw_path": raw_path,
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"host", b"talkies")],
+        "client": ("127.0.0.1", 1),
+        "server": ("talkies", 80),
+        "state": {},
     }
     try:
         await app(scope, receive, send)
@@ -111,8 +133,14 @@ async def _call(
 
 @pytest.mark.parametrize(
     "raw_path",
-    [b"/v1/files/../etc/passwd", b"/v1/files/a/./b.wav", b"/v1/files/a\\b.wav", b"/v1/files/a//b.wav",
-     b"/v1/files/a/..", b"/v1/files/x\x00.wav"],
+    [
+        b"/v1/files/../etc/passwd",
+        b"/v1/files/a/./b.wav",
+        b"/v1/files/a\\b.wav",
+        b"/v1/files/a//b.wav",
+        b"/v1/files/a/..",
+        b"/v1/files/x\x00.wav",
+    ],
 )
 async def test_hostile_raw_paths_are_400(app: FastAPI, raw_path: bytes) -> None:
     body = [{"type": "http.request", "body": b"data", "more_body": False}]

@@ -71,7 +71,9 @@ def make_engine(executor: str, data_dir: Path, **spec_fields: object) -> KokoroB
 
     slug, repo, _, _ = EXECUTORS[executor]
     spec = ModelSpec(slug=slug, executor=executor, repo=repo, **spec_fields)  # type: ignore[arg-type]
-    context = EngineContext(slug=slug, model_dir=data_dir / "models" / slug, device="cpu", cpu_threads=2)
+    context = EngineContext(
+        slug=slug, model_dir=data_dir / "models" / slug, device="cpu", cpu_threads=1
+    )  # 2 threads on a busy 2-core box crawl
     engine = engine_class(executor)(spec, context)  # type: ignore[call-arg]
     assert isinstance(engine, KokoroBase)
     return engine
@@ -109,14 +111,15 @@ def test_is_a_synthesizer_that_speaks(engine: KokoroBase) -> None:
     assert isinstance(engine, Synthesizer)
     pcm = speak(engine, "Hello world.")
     assert 0.5 < pcm.size / TTS_SAMPLE_RATE < 3.0
-    assert np.all(np.isfinite(pcm)) and np.max(np.abs(pcm)) <= 1.0
+    assert np.all(np.isfinite(pcm))
+    assert np.max(np.abs(pcm)) <= 1.0
     assert float(np.sqrt(np.mean(pcm**2))) > 1e-4  # not silence
 
 
 def test_duration_scales_with_text_and_speed(engine: KokoroBase) -> None:
-    short = speak(engine, "Hi there.").size
-    long = speak(engine, "Hi there, how are you doing on this fine day?").size
-    fast = speak(engine, "Hi there, how are you doing on this fine day?", speed=2.0).size
+    short = speak(engine, "Hi.").size
+    long = speak(engine, "Hi there, how are you today?").size
+    fast = speak(engine, "Hi there, how are you today?", speed=2.0).size
     assert long > 2 * short
     assert 0.55 < fast / long < 0.8  # 3 frames per phoneme -> round(1.5) = 2 frames at speed 2
 
@@ -126,7 +129,12 @@ def test_catalog_and_default_voice(engine: KokoroBase, data_dir: Path) -> None:
     names = [v.name for v in voices]
     assert names == list(CATALOG)  # the 41 contract voices; the snapshot's jf_/zf_ voices are filtered out
     assert [v.name for v in voices if v.default] == ["af_heart"]
-    assert speak(engine, "Hi.", voice="").size == speak(engine, "Hi.", voice="af_heart").size
+    plain = speak(engine, "Hi.", voice="af_heart").size
+    assert speak(engine, "Hi.", voice="").size == plain
+    ignored = engine.synthesize(
+        SpeechRequest(text="Hi.", voice="af_heart", instructions="Shout!", language="fr")
+    )
+    assert sum(c.pcm.size for c in ignored) == plain  # instructions and language are accepted and ignored
 
     other = make_engine(engine.spec.executor, data_dir, default_voice="bm_george")
     assert [v.name for v in other.voices() if v.default] == ["bm_george"]  # works before load()
@@ -136,7 +144,8 @@ def test_unknown_voice_is_refused_before_any_audio(engine: KokoroBase) -> None:
     for voice in ("alloy", "jf_alpha", "af_heart+shimmer"):
         with pytest.raises(UnknownVoiceError) as info:
             engine.synthesize(SpeechRequest(text="Hi.", voice=voice))  # raises on the call, not on iteration
-        assert "af_heart" in info.value.message and "pm_santa" in info.value.message
+        assert "af_heart" in info.value.message
+        assert "pm_santa" in info.value.message
 
 
 def test_blends_mix_style_vectors(engine: KokoroBase) -> None:
@@ -154,7 +163,9 @@ def test_blends_mix_style_vectors(engine: KokoroBase) -> None:
 
 def test_other_languages(engine: KokoroBase) -> None:
     assert speak(engine, "Hola.", voice="ef_dora").size > 0
-    assert speak(engine, "Hi.", voice="ef_dora+af_heart").size > 0  # a blend speaks its first voice's language
+    assert (
+        speak(engine, "Hi.", voice="ef_dora+af_heart").size > 0
+    )  # a blend speaks its first voice's language
 
 
 def test_multi_sentence_input_streams_chunks_joined_into_one_clip(
@@ -188,7 +199,8 @@ def test_offline_load_no_download_and_one_warning(engine: KokoroBase) -> None:
         import spacy
 
         assert not spacy.util.is_package("en_core_web_sm")  # the fallback really was needed
-        assert len(warnings) == 1 and "en_core_web_sm" in warnings[0].getMessage()
+        assert len(warnings) == 1
+        assert "en_core_web_sm" in warnings[0].getMessage()
         assert spacy.load.__module__.startswith("spacy")  # patches removed after load
     else:
         assert warnings == []

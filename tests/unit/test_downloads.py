@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import ipaddress
+import ssl
+import subprocess
 import threading
 import time
 import typing
@@ -41,6 +43,9 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(302, b"", {"Location": target})
         elif path == "/to-metadata":
             self._send(302, b"", {"Location": "http://169.254.169.254/latest/meta-data/"})
+        elif path == "/stall":
+            time.sleep(1.5)
+            self._send(200, CLIP)
         elif path == "/slow.wav":
             time.sleep(0.4)
             self._send(200, CLIP)
@@ -135,8 +140,9 @@ def _download_files(store: FileStore) -> list[str]:
     return sorted(p.name for p in directory.iterdir()) if directory.exists() else []
 
 
-async def test_downloads_once_then_hits_the_cache(server: _Server, store: FileStore,
-                                                   backend: RecordingBackend) -> None:
+async def test_downloads_once_then_hits_the_cache(
+    server: _Server, store: FileStore, backend: RecordingBackend
+) -> None:
     downloads = _downloader(store, backend)
     url = f"{server.base}/clip.wav"
     first = await downloads.fetch(url)
@@ -149,8 +155,9 @@ async def test_downloads_once_then_hits_the_cache(server: _Server, store: FileSt
     assert [f["path"] for f in store.list_sync()] == [f"downloads/{cache_name(url)}"]
 
 
-async def test_concurrent_requests_fetch_once(server: _Server, store: FileStore,
-                                              backend: RecordingBackend) -> None:
+async def test_concurrent_requests_fetch_once(
+    server: _Server, store: FileStore, backend: RecordingBackend
+) -> None:
     downloads = _downloader(store, backend)
     url = f"{server.base}/slow.wav"
     results: list[Path] = []
@@ -166,8 +173,9 @@ async def test_concurrent_requests_fetch_once(server: _Server, store: FileStore,
     assert len(set(results)) == 1
 
 
-async def test_redirects_followed_up_to_five(server: _Server, store: FileStore,
-                                             backend: RecordingBackend) -> None:
+async def test_redirects_followed_up_to_five(
+    server: _Server, store: FileStore, backend: RecordingBackend
+) -> None:
     downloads = _downloader(store, backend)
     path = await downloads.fetch(f"{server.base}/redirect/5")
     assert path.read_bytes() == CLIP
@@ -176,8 +184,9 @@ async def test_redirects_followed_up_to_five(server: _Server, store: FileStore,
     assert server.hits["/clip.wav"] == 1  # only the 5-hop chain reached the file
 
 
-async def test_size_cap_removes_partial_file(server: _Server, store: FileStore,
-                                             backend: RecordingBackend) -> None:
+async def test_size_cap_removes_partial_file(
+    server: _Server, store: FileStore, backend: RecordingBackend
+) -> None:
     downloads = _downloader(store, backend, max_bytes=100_000)
     written: list[int] = []
     real_begin = store.begin_write
@@ -198,6 +207,13 @@ async def test_size_cap_removes_partial_file(server: _Server, store: FileStore,
     assert _download_files(store) == []
 
 
+async def test_read_timeout(server: _Server, store: FileStore, backend: RecordingBackend) -> None:
+    downloads = Downloader(store, max_bytes=100_000, network_backend=backend, read_timeout=0.3)
+    with pytest.raises(DownloadError, match="ReadTimeout"):
+        await downloads.fetch(f"{server.base}/stall")
+    assert _download_files(store) == []
+
+
 async def test_http_errors_and_bad_urls(server: _Server, store: FileStore, backend: RecordingBackend) -> None:
     downloads = _downloader(store, backend)
     with pytest.raises(DownloadError, match="HTTP 404"):
@@ -209,8 +225,9 @@ async def test_http_errors_and_bad_urls(server: _Server, store: FileStore, backe
         await Downloader(store, max_bytes=10, connect_timeout=2).fetch("http://no-such-host.invalid/a.wav")
 
 
-async def test_private_address_refused_with_guard_on(server: _Server, store: FileStore,
-                                                     backend: RecordingBackend) -> None:
+async def test_private_address_refused_with_guard_on(
+    server: _Server, store: FileStore, backend: RecordingBackend
+) -> None:
     downloads = _downloader(store, backend, block_private=True)
     with pytest.raises(DownloadError, match="not a public address"):
         await downloads.fetch(f"{server.base}/clip.wav")
@@ -256,8 +273,9 @@ async def test_every_redirect_hop_is_checked(
     assert backend.dialled == ["127.0.0.1"]
 
 
-async def test_dns_rebinding_cannot_reach_loopback(server: _Server, store: FileStore,
-                                                   backend: RecordingBackend) -> None:
+async def test_dns_rebinding_cannot_reach_loopback(
+    server: _Server, store: FileStore, backend: RecordingBackend
+) -> None:
     answers = iter(["93.184.216.34", "127.0.0.1", "127.0.0.1"])
     calls: list[str] = []
 
@@ -273,8 +291,9 @@ async def test_dns_rebinding_cannot_reach_loopback(server: _Server, store: FileS
     assert sum(server.hits.values()) == 0
 
 
-async def test_pinned_connection_keeps_the_hostname(server: _Server, store: FileStore,
-                                                    backend: RecordingBackend) -> None:
+async def test_pinned_connection_keeps_the_hostname(
+    server: _Server, store: FileStore, backend: RecordingBackend
+) -> None:
     async def resolver(host: str, port: int) -> list[str]:
         return ["127.0.0.1"]
 
@@ -284,8 +303,9 @@ async def test_pinned_connection_keeps_the_hostname(server: _Server, store: File
     assert server.hosts == [f"media.example:{server.port}"]
 
 
-async def test_cache_is_bounded_least_recently_used_first(server: _Server, store: FileStore,
-                                                          backend: RecordingBackend) -> None:
+async def test_cache_is_bounded_least_recently_used_first(
+    server: _Server, store: FileStore, backend: RecordingBackend
+) -> None:
     downloads = _downloader(store, backend, cache_bytes=2500)
     one, two, three = (f"{server.base}/blob?id={i}" for i in (1, 2, 3))
     await downloads.fetch(one)
@@ -299,10 +319,30 @@ async def test_cache_is_bounded_least_recently_used_first(server: _Server, store
 
 
 def test_refusal_table() -> None:
-    blocked_always = ["169.254.169.254", "169.254.0.1", "fe80::1", "fd00:ec2::254", "::ffff:169.254.169.254",
-                      "64:ff9b::a9fe:a9fe", "2002:a9fe:a9fe::1", "100.100.100.200"]
-    private = ["127.0.0.1", "10.0.0.1", "192.168.1.1", "172.16.0.1", "::1", "fc00::1", "0.0.0.0", "224.0.0.1",
-               "240.0.0.1", "::ffff:127.0.0.1", "100.64.0.1", "::"]
+    blocked_always = [
+        "169.254.169.254",
+        "169.254.0.1",
+        "fe80::1",
+        "fd00:ec2::254",
+        "::ffff:169.254.169.254",
+        "64:ff9b::a9fe:a9fe",
+        "2002:a9fe:a9fe::1",
+        "100.100.100.200",
+    ]
+    private = [
+        "127.0.0.1",
+        "10.0.0.1",
+        "192.168.1.1",
+        "172.16.0.1",
+        "::1",
+        "fc00::1",
+        "0.0.0.0",
+        "224.0.0.1",
+        "240.0.0.1",
+        "::ffff:127.0.0.1",
+        "100.64.0.1",
+        "::",
+    ]
     for address in blocked_always:
         ip = ipaddress.ip_address(address)
         assert refusal_reason(ip, block_private=False) is not None, address
@@ -326,3 +366,67 @@ async def test_resolve_file_path(server: _Server, store: FileStore, backend: Rec
         await resolve_file_path("../etc/passwd", files=store, downloads=downloads)
     url = f"{server.base}/clip.wav"
     assert (await resolve_file_path(url, files=store, downloads=downloads)).read_bytes() == CLIP
+
+
+@pytest.fixture(scope="module")
+def tls_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[_Server, Path, list[str]]]:
+    """An HTTPS server on loopback with a self-signed certificate for media.example; records SNI names."""
+    tmp = tmp_path_factory.mktemp("tls")
+    cert, key = tmp / "cert.pem", tmp / "key.pem"
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+            "-days",
+            "1",
+            "-subj",
+            "/CN=media.example",
+            "-addext",
+            "subjectAltName=DNS:media.example",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    names: list[str] = []
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    context.sni_callback = lambda _sock, name, _ctx: names.append(name) or None  # type: ignore[func-returns-value]
+    srv = _Server()
+    srv.socket = context.wrap_socket(srv.socket, server_side=True)
+    thread = threading.Thread(target=srv.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    yield srv, cert, names
+    srv.shutdown()
+    srv.server_close()
+    thread.join(5)
+
+
+async def test_https_to_a_pinned_address_keeps_sni_and_certificate_checks(
+    tls_server: tuple[_Server, Path, list[str]], store: FileStore, backend: RecordingBackend
+) -> None:
+    srv, cert, names = tls_server
+
+    async def resolver(host: str, port: int) -> list[str]:
+        return ["127.0.0.1"]
+
+    trusted = ssl.create_default_context(cafile=str(cert))
+    downloads = _downloader(store, backend, resolver=resolver, ssl_context=trusted)
+    path = await downloads.fetch(f"https://media.example:{srv.port}/clip.wav")
+    assert path.read_bytes() == CLIP
+    assert backend.dialled == ["127.0.0.1"]  # dialled the checked address...
+    assert names == ["media.example"]  # ...while TLS spoke to the hostname
+    assert srv.hosts[-1] == f"media.example:{srv.port}"
+
+    # The certificate is still checked against the hostname: another name on the same address fails.
+    with pytest.raises(DownloadError, match=r"(?i)certificate"):
+        await downloads.fetch(f"https://other.example:{srv.port}/clip.wav")

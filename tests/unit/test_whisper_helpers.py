@@ -7,13 +7,11 @@ from pathlib import Path
 import pytest
 
 from talkies.engines.base import EngineContext, Region, Segment, Word
-from talkies.engines.whisper import (
+from talkies.engines.whisper import WhisperEngine, available_cpu_cores, missing_files
+from talkies.engines.whisper_timeline import (
     MAX_CLIP_SECONDS,
-    WhisperEngine,
-    available_cpu_cores,
     clamp_segment,
     clip_timestamps,
-    missing_files,
     normalize_timeline,
 )
 from talkies.errors import UnsupportedLanguageError

@@ -13,7 +13,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from talkies import __version__
-from talkies.api import audio, files, system
+from talkies.api import audio, files, system, translations
 from talkies.api.errors import install_error_handlers
 from talkies.api.mcp import install_mcp
 from talkies.api.middleware import BearerAuthMiddleware, RequestContextMiddleware
@@ -97,6 +97,7 @@ def create_app(
     install_error_handlers(app)
     app.include_router(system.router)
     app.include_router(audio.router)
+    app.include_router(translations.router)
     app.include_router(files.router)
     mcp_endpoint = install_mcp(app)
 

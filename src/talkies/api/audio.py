@@ -8,7 +8,7 @@ reading), then validated with a pydantic model so a wrong type answers FastAPI's
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Literal, cast
+from typing import Annotated, Any, Literal, TypeVar, cast
 
 import anyio.to_thread
 from fastapi import APIRouter, Depends, Query, Request, Response
@@ -38,8 +38,9 @@ TranscriptionDep = Annotated[TranscriptionService, Depends(get_transcription_ser
 SpeechDep = Annotated[SpeechService, Depends(get_speech_service)]
 
 
-class TranscriptionForm(BaseModel):
-    """The multipart fields of the contract's table (the `file` part is handled by the upload reader)."""
+class AudioForm(BaseModel):
+    """Multipart fields shared by transcriptions and translations (the `file` part is handled by the
+    upload reader)."""
 
     model_config = ConfigDict(extra="ignore")
 
@@ -47,10 +48,8 @@ class TranscriptionForm(BaseModel):
     file_path: str | None = None
     language: str | None = None
     response_format: str | None = None
-    timestamp_granularities: list[Literal["word", "segment"]] = []
     prompt: str | None = None
     temperature: float | None = Field(None, ge=0.0, le=2.0)
-    diarization: bool = False
 
     @field_validator("language", "response_format", "prompt", "file_path", mode="before")
     @classmethod
@@ -58,15 +57,45 @@ class TranscriptionForm(BaseModel):
         return None if isinstance(value, str) and not value.strip() else value
 
 
-def parse_transcription_form(form: ReceivedForm) -> TranscriptionForm:
+class TranscriptionForm(AudioForm):
+    """The contract's transcription fields."""
+
+    timestamp_granularities: list[Literal["word", "segment"]] = []
+    diarization: bool = False
+
+
+FormT = TypeVar("FormT", bound=AudioForm)
+
+
+def parse_audio_form(form: ReceivedForm, model: type[FormT]) -> FormT:
+    """Validate the text fields; errors answer 422 like any FastAPI body."""
     raw: dict[str, Any] = {k: v[-1] for k, v in form.fields.items() if v}
     grains = form.fields.get("timestamp_granularities[]", []) + form.fields.get("timestamp_granularities", [])
     raw["timestamp_granularities"] = grains
     try:
-        return TranscriptionForm.model_validate(raw)
+        return model.model_validate(raw)
     except ValidationError as exc:
         errors = [{**err, "loc": ("body", *err["loc"])} for err in exc.errors(include_url=False)]
         raise RequestValidationError(errors) from None
+
+
+def parse_transcription_form(form: ReceivedForm) -> TranscriptionForm:
+    return parse_audio_form(form, TranscriptionForm)
+
+
+def check_single_source(form: ReceivedForm, fields: AudioForm) -> None:
+    if form.files.get("file") is not None and fields.file_path:
+        raise BadRequestError("send either 'file' or 'file_path', not both", param="file")
+
+
+async def audio_source(request: Request, form: ReceivedForm, fields: AudioForm) -> Path:
+    """The audio file on disk: the upload, or what `file_path` names (staged path or URL)."""
+    upload = form.files.get("file")
+    if upload is not None:
+        return upload.path
+    if fields.file_path:
+        return await resolve_file_path(request, fields.file_path)
+    raise BadRequestError("no audio: send a 'file' (or a 'file_path')", param="file")
 
 
 async def resolve_file_path(request: Request, file_path: str) -> Path:
@@ -116,9 +145,7 @@ async def create_transcription(
     ) as form:
         fields = parse_transcription_form(form)
         note_model(request, fields.model)
-        upload = form.files.get("file")
-        if upload is not None and fields.file_path:
-            raise BadRequestError("send either 'file' or 'file_path', not both", param="file")
+        check_single_source(form, fields)
         options = TranscriptionOptions(
             model=fields.model,
             response_format=fields.response_format,
@@ -128,12 +155,7 @@ async def create_transcription(
             diarization=fields.diarization,
         )
         service.validate(options)
-        if upload is not None:
-            path = upload.path
-        elif fields.file_path:
-            path = await resolve_file_path(request, fields.file_path)
-        else:
-            raise BadRequestError("no audio: send a 'file' (or a 'file_path')", param="file")
+        path = await audio_source(request, form, fields)
         transcript = await cancel_on_disconnect(request, service.transcribe_file(path, options))
     return Response(transcript.body, media_type=transcript.content_type)
 

@@ -14,8 +14,6 @@ import binascii
 import contextlib
 import functools
 import logging
-import secrets
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
@@ -23,14 +21,14 @@ import anyio.to_thread
 from fastapi import FastAPI
 from starlette.routing import Route
 
-from talkies.audio.decode import probe_audio
-from talkies.engines.base import TTS_SAMPLE_RATE
+from talkies.api.errors import status_for
 from talkies.errors import BadRequestError, PayloadTooLargeError, TalkiesError
 from talkies.pool import ModelPool
 from talkies.registry import Registry
 from talkies.services.downloads import Downloader, using_file_path
 from talkies.services.files import FileStore
 from talkies.services.speech import SpeechOptions, SpeechService
+from talkies.services.staged_speech import speak_to_file
 from talkies.services.transcription import TranscriptionOptions, TranscriptionService
 
 if TYPE_CHECKING:
@@ -46,8 +44,6 @@ T = TypeVar("T")
 def _tool_errors(fn: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
     """Domain errors -> MCP tool errors with the message the HTTP API would give (and its status)."""
     from mcp.server.mcpserver.exceptions import ToolError
-
-    from talkies.api.errors import status_for
 
     @functools.wraps(fn)
     async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
@@ -87,19 +83,21 @@ class _Tools:
         models = []
         for spec in self.registry.models.values():
             reason = self.pool.unavailable_reason(spec.slug)
-            models.append({
-                "slug": spec.slug,
-                "modality": spec.modality,
-                "executor": spec.executor,
-                "default_source_lang": spec.default_source_lang,
-                "default_target_lang": spec.default_target_lang,
-                "default_task": spec.default_task if spec.modality == "asr" else None,
-                "default_voice": spec.default_voice,
-                "languages": list(spec.languages),
-                "loaded": self.pool.is_loaded(spec.slug),
-                "available": reason is None,
-                "unavailable_reason": reason,
-            })
+            models.append(
+                {
+                    "slug": spec.slug,
+                    "modality": spec.modality,
+                    "executor": spec.executor,
+                    "default_source_lang": spec.default_source_lang,
+                    "default_target_lang": spec.default_target_lang,
+                    "default_task": spec.default_task if spec.modality == "asr" else None,
+                    "default_voice": spec.default_voice,
+                    "languages": list(spec.languages),
+                    "loaded": self.pool.is_loaded(spec.slug),
+                    "available": reason is None,
+                    "unavailable_reason": reason,
+                }
+            )
         return {"models": models}
 
     async def list_files(self) -> dict[str, Any]:
@@ -122,8 +120,12 @@ class _Tools:
                 f"fetch it with GET /v1/files/{path.removeprefix('/')} instead"
             )
         encoded = await anyio.to_thread.run_sync(lambda: base64.b64encode(opened.read_all()).decode("ascii"))
-        return {"path": path.removeprefix("/"), "size": opened.size, "content_type": opened.content_type,
-                "content_base64": encoded}
+        return {
+            "path": path.removeprefix("/"),
+            "size": opened.size,
+            "content_type": opened.content_type,
+            "content_base64": encoded,
+        }
 
     async def delete_file(self, path: str) -> dict[str, Any]:
         await self.files.delete(path)
@@ -151,37 +153,30 @@ class _Tools:
     async def speak(
         self, text: str, model: str, voice: str | None, response_format: str, speed: float, path: str | None
     ) -> dict[str, Any]:
-        options = SpeechOptions(model=model, input=text, voice=voice, response_format=response_format,
-                                speed=speed)
-        plan = await anyio.to_thread.run_sync(self.speech.validate, options)
-        target = path or f"speech/{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}.{plan.format}"
-        writer = await anyio.to_thread.run_sync(self.files.begin_write, target)
-        size = 0
-        try:
-            async for chunk in self.speech.stream(plan):  # straight to disk, never the whole clip in memory
-                size += len(chunk)
-                await anyio.to_thread.run_sync(writer.write, chunk)
-            await anyio.to_thread.run_sync(writer.commit)
-        except BaseException:
-            with anyio.CancelScope(shield=True):
-                await anyio.to_thread.run_sync(writer.abort)
-            raise
-        staged = self.files.resolve(target)
-        if plan.format == "pcm":
-            duration = size / (2 * TTS_SAMPLE_RATE)  # 16-bit mono
-        else:
-            duration = (await anyio.to_thread.run_sync(probe_audio, staged)).duration
-        return {"path": staged.relative_to(self.files.root).as_posix(), "format": plan.format,
-                "content_type": plan.content_type, "size": size, "duration": round(duration, 3)}
+        options = SpeechOptions(
+            model=model, input=text, voice=voice, response_format=response_format, speed=speed
+        )
+        staged = await speak_to_file(self.speech, self.files, options, path)
+        return {
+            "path": staged.path,
+            "format": staged.format,
+            "content_type": staged.content_type,
+            "size": staged.size,
+            "duration": round(staged.duration, 3),
+        }
 
     async def list_voices(self, model: str | None) -> dict[str, Any]:
         entries = await anyio.to_thread.run_sync(self.speech.voices, model)
-        return {"voices": [
-            {"voice": e.voice, "model": e.model, "default": e.default, "origin": e.origin} for e in entries
-        ]}
+        return {
+            "voices": [
+                {"voice": e.voice, "model": e.model, "default": e.default, "origin": e.origin}
+                for e in entries
+            ]
+        }
 
 
 def _decode_base64(text: str) -> bytes:
+    text = "".join(text.split())  # MIME-style line breaks are common; anything else must be base64
     try:
         return base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError) as exc:

@@ -52,24 +52,30 @@ def probe_audio(path: Path) -> AudioInfo:
         duration = _header_duration(container, stream)
         if duration is None:
             duration = _demuxed_duration(container, stream)
-        return AudioInfo(channels=stream.codec_context.channels, duration=duration,
-                         sample_rate=stream.codec_context.sample_rate)
+        return AudioInfo(
+            channels=stream.codec_context.channels,
+            duration=duration,
+            sample_rate=stream.codec_context.sample_rate,
+        )
 
 
-def decode_audio(path: Path, *, sample_rate: int = 16000,
-                 max_seconds: float | None = None) -> npt.NDArray[np.float32]:
+def decode_audio(
+    path: Path, *, sample_rate: int = 16000, max_seconds: float | None = None
+) -> npt.NDArray[np.float32]:
     """Decode to float32 mono at `sample_rate`; multi-channel audio is downmixed by libswresample."""
     return _decode(path, sample_rate, max_seconds, split_channels=False)[0]
 
 
-def decode_channels(path: Path, *, sample_rate: int = 16000,
-                    max_seconds: float | None = None) -> list[npt.NDArray[np.float32]]:
+def decode_channels(
+    path: Path, *, sample_rate: int = 16000, max_seconds: float | None = None
+) -> list[npt.NDArray[np.float32]]:
     """Decode to one float32 array per channel at `sample_rate` (stereo diarization)."""
     return _decode(path, sample_rate, max_seconds, split_channels=True)
 
 
-def _decode(path: Path, sample_rate: int, max_seconds: float | None,
-            *, split_channels: bool) -> list[npt.NDArray[np.float32]]:
+def _decode(
+    path: Path, sample_rate: int, max_seconds: float | None, *, split_channels: bool
+) -> list[npt.NDArray[np.float32]]:
     import av
 
     limit = None if max_seconds is None else math.floor(max_seconds * sample_rate)
@@ -80,8 +86,11 @@ def _decode(path: Path, sample_rate: int, max_seconds: float | None,
             raise _too_long(duration, max_seconds)
         channels = stream.codec_context.channels if split_channels else 1
         # Planar float keeps channels apart; packed mono makes swresample downmix.
-        resampler = av.AudioResampler(format="fltp" if split_channels else "flt",
-                                      layout=None if split_channels else "mono", rate=sample_rate)
+        resampler = av.AudioResampler(
+            format="fltp" if split_channels else "flt",
+            layout=None if split_channels else "mono",
+            rate=sample_rate,
+        )
         buffer = _Buffer(channels, int((duration or 10.0) * sample_rate) + sample_rate)
         try:
             for frame in container.decode(stream):
@@ -94,8 +103,7 @@ def _decode(path: Path, sample_rate: int, max_seconds: float | None,
         except av.FFmpegError as exc:
             raise InvalidAudioError(f"could not decode audio: {_reason(exc)}", param="file") from None
         except ValueError as exc:  # e.g. a channel layout change mid-stream that swresample refuses
-            raise InvalidAudioError(f"could not decode audio: {_one_line(str(exc))}",
-                                    param="file") from None
+            raise InvalidAudioError(f"could not decode audio: {_one_line(str(exc))}", param="file") from None
     if limit is not None and buffer.size > limit:
         raise _too_long(buffer.size / sample_rate, max_seconds or 0.0)
     if buffer.size == 0:
@@ -140,8 +148,9 @@ def _open(path: Path) -> InputContainer:
         raise InvalidAudioError(f"could not decode audio: {_reason(exc)}", param="file") from None
     if container.format.name in _REFERENCING_FORMATS:
         container.close()
-        raise InvalidAudioError(f"could not decode audio: {container.format.name} input is not accepted",
-                                param="file")
+        raise InvalidAudioError(
+            f"could not decode audio: {container.format.name} input is not accepted", param="file"
+        )
     return container
 
 

@@ -72,10 +72,13 @@ def wav_header(data_bytes: int, sample_rate: int = TTS_SAMPLE_RATE, channels: in
     """A 44-byte RIFF/WAVE header for s16le PCM with exact RIFF (36 + data) and data sizes."""
     block_align = 2 * channels
     return (
-        b"RIFF" + struct.pack("<I", 36 + data_bytes) + b"WAVE"
-        + b"fmt " + struct.pack("<IHHIIHH", 16, 1, channels, sample_rate, sample_rate * block_align,
-                                block_align, 16)
-        + b"data" + struct.pack("<I", data_bytes)
+        b"RIFF"
+        + struct.pack("<I", 36 + data_bytes)
+        + b"WAVE"
+        + b"fmt "
+        + struct.pack("<IHHIIHH", 16, 1, channels, sample_rate, sample_rate * block_align, block_align, 16)
+        + b"data"
+        + struct.pack("<I", data_bytes)
     )
 
 
@@ -152,8 +155,9 @@ class SpeechEncoder:
             self._muxer.close()
 
 
-def encode_speech(chunks: Iterable[npt.NDArray[np.floating[Any]]], fmt: str,
-                  sample_rate: int = TTS_SAMPLE_RATE) -> bytes:
+def encode_speech(
+    chunks: Iterable[npt.NDArray[np.floating[Any]]], fmt: str, sample_rate: int = TTS_SAMPLE_RATE
+) -> bytes:
     """Encode a whole utterance into one response body."""
     encoder = SpeechEncoder(fmt, sample_rate)
     parts: list[bytes] = []
@@ -194,7 +198,8 @@ class _Muxer:
         self._pts = 0
         try:
             self._container: OutputContainer = av.open(
-                self._sink, mode="w", format=muxer, container_options=_MUXER_OPTIONS.get(muxer, {}))
+                self._sink, mode="w", format=muxer, container_options=_MUXER_OPTIONS.get(muxer, {})
+            )
             stream = cast("AudioStream", self._container.add_stream(codec, rate=rate, options=options))
             stream.layout = "mono"
             if bit_rate is not None:
@@ -203,7 +208,8 @@ class _Muxer:
             self._container.start_encoding()
             frame_size = stream.codec_context.frame_size or None
             self._resampler: AudioResampler = av.AudioResampler(
-                format=stream.codec_context.format, layout="mono", rate=rate, frame_size=frame_size)
+                format=stream.codec_context.format, layout="mono", rate=rate, frame_size=frame_size
+            )
         except av.FFmpegError as exc:
             raise EngineError(f"could not start the {fmt} encoder: {exc}") from exc
 

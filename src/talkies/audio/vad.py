@@ -31,6 +31,8 @@ from talkies.errors import EngineUnavailableError
 if TYPE_CHECKING:
     import onnxruntime
 
+    from talkies.settings import Settings
+
 VAD_SAMPLE_RATE = 16_000
 WINDOW = 512  # samples per probability at 16 kHz (32 ms)
 CONTEXT = 64  # trailing samples of the previous window the model sees before each window
@@ -47,9 +49,20 @@ class VadOptions:
     speech_pad_ms: int = 200
     max_speech_s: float = 28.0
 
+    @classmethod
+    def from_settings(cls, settings: Settings) -> VadOptions:
+        """The TALKIES_VAD_* knobs."""
+        return cls(
+            threshold=settings.vad_threshold,
+            min_silence_ms=settings.vad_min_silence_ms,
+            speech_pad_ms=settings.vad_speech_pad_ms,
+            max_speech_s=settings.vad_max_speech,
+        )
 
-def speech_regions(pcm: npt.NDArray[np.float32], options: VadOptions,
-                   sample_rate: int = VAD_SAMPLE_RATE) -> list[Region]:
+
+def speech_regions(
+    pcm: npt.NDArray[np.float32], options: VadOptions, sample_rate: int = VAD_SAMPLE_RATE
+) -> list[Region]:
     """Speech regions of mono `pcm`, in seconds, none longer than `options.max_speech_s`."""
     audio = np.ascontiguousarray(pcm, dtype=np.float32).reshape(-1)
     if sample_rate != VAD_SAMPLE_RATE:
@@ -69,15 +82,20 @@ def speech_probabilities(audio: npt.NDArray[np.float32]) -> npt.NDArray[np.float
     probabilities = np.empty(-(-audio.size // WINDOW), dtype=np.float32)
     done = 0
     for block in _blocks(audio):
-        values, hidden, cell = session.run(["speech_probs", "hn", "cn"],
-                                           {"input": block, "h": hidden, "c": cell})
+        values, hidden, cell = session.run(
+            ["speech_probs", "hn", "cn"], {"input": block, "h": hidden, "c": cell}
+        )
         probabilities[done : done + block.shape[0]] = values.reshape(-1)
         done += block.shape[0]
     return probabilities
 
 
-def regions_from_probabilities(probabilities: npt.NDArray[np.float32], options: VadOptions,
-                               num_samples: int, sample_rate: int = VAD_SAMPLE_RATE) -> list[Region]:
+def regions_from_probabilities(
+    probabilities: npt.NDArray[np.float32],
+    options: VadOptions,
+    num_samples: int,
+    sample_rate: int = VAD_SAMPLE_RATE,
+) -> list[Region]:
     """Window probabilities -> padded regions in seconds (pure: no model involved)."""
     window_s = WINDOW / sample_rate
     duration = num_samples / sample_rate
@@ -101,8 +119,13 @@ def regions_from_probabilities(probabilities: npt.NDArray[np.float32], options: 
     return regions
 
 
-def split_long_region(probabilities: npt.NDArray[np.floating[Any]], start: int, end: int,
-                      max_windows: int, threshold: float = 0.5) -> list[tuple[int, int]]:
+def split_long_region(
+    probabilities: npt.NDArray[np.floating[Any]],
+    start: int,
+    end: int,
+    max_windows: int,
+    threshold: float = 0.5,
+) -> list[tuple[int, int]]:
     """Cut windows [start, end) into spans of at most `max_windows`, recursively at the longest silence.
 
     The silence is the longest run of windows below `threshold` strictly inside the span (ties: the
@@ -114,8 +137,9 @@ def split_long_region(probabilities: npt.NDArray[np.floating[Any]], start: int, 
     cut_start, cut_end = _longest_silence(inner, threshold)
     cut_start += start + 1
     cut_end += start + 1
-    return (split_long_region(probabilities, start, cut_start, max_windows, threshold)
-            + split_long_region(probabilities, cut_end, end, max_windows, threshold))
+    return split_long_region(probabilities, start, cut_start, max_windows, threshold) + split_long_region(
+        probabilities, cut_end, end, max_windows, threshold
+    )
 
 
 def _longest_silence(probs: npt.NDArray[np.float64], threshold: float) -> tuple[int, int]:
@@ -132,8 +156,9 @@ def _longest_silence(probs: npt.NDArray[np.float64], threshold: float) -> tuple[
     return int(starts[best]), int(ends[best])
 
 
-def _raw_spans(probabilities: npt.NDArray[np.float32], options: VadOptions,
-               sample_rate: int) -> Iterator[tuple[int, int]]:
+def _raw_spans(
+    probabilities: npt.NDArray[np.float32], options: VadOptions, sample_rate: int
+) -> Iterator[tuple[int, int]]:
     """Unpadded speech spans as [start, end) window indices (silero's hysteresis state machine)."""
     window_s = WINDOW / sample_rate
     neg_threshold = max(options.threshold - NEG_THRESHOLD_GAP, 0.01)
@@ -183,7 +208,8 @@ def model_path(name: str = MODEL_FILE) -> Path:
         if candidate.is_file():
             return candidate
     raise EngineUnavailableError(
-        f"Silero VAD model {name} not found: install the vad extra (pip install 'talkies[vad]')")
+        f"Silero VAD model {name} not found: install the vad extra (pip install 'talkies[vad]')"
+    )
 
 
 @functools.cache
@@ -193,10 +219,12 @@ def vad_session(threads: int = 1) -> onnxruntime.InferenceSession:
         import onnxruntime
     except ImportError as exc:
         raise EngineUnavailableError(
-            "Silero VAD needs onnxruntime: install the vad extra (pip install 'talkies[vad]')") from exc
+            "Silero VAD needs onnxruntime: install the vad extra (pip install 'talkies[vad]')"
+        ) from exc
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.log_severity_level = 3  # the exported graph has unused initializers ort warns about
-    return onnxruntime.InferenceSession(str(model_path()), sess_options=options,
-                                        providers=["CPUExecutionProvider"])
+    return onnxruntime.InferenceSession(
+        str(model_path()), sess_options=options, providers=["CPUExecutionProvider"]
+    )

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import importlib
 import importlib.util
 import logging
 import os
@@ -47,10 +48,9 @@ class KokoroEngine(KokoroBase):
 
     # -- catalog (no heavy imports) ----------------------------------------------------------------
     def _present_voices(self) -> list[str] | None:
-        voices = self.context.model_dir / "voices"
-        if not voices.is_dir():
+        if not self.context.model_dir.is_dir():
             return None
-        return sorted(p.stem for p in voices.glob("*.pt"))
+        return sorted(p.stem for p in (self.context.model_dir / "voices").glob("*.pt"))
 
     def _g2p_languages(self) -> set[str]:
         have = {m for m in ("misaki", "spacy", "phonemizer", "espeakng_loader") if _installed(m)}
@@ -69,7 +69,8 @@ class KokoroEngine(KokoroBase):
         weights = sorted(model_dir.glob("kokoro-v*.pth")) or sorted(model_dir.glob("*.pth"))
         if not config.is_file() or not weights:
             raise EngineUnavailableError(
-                f"model {self.spec.slug!r}: {model_dir} needs config.json and kokoro-v*.pth (hexgrad/Kokoro-82M)"
+                f"model {self.spec.slug!r}: {model_dir} needs config.json and kokoro-v*.pth "
+                "(the hexgrad/Kokoro-82M layout)"
             )
         with _hub_offline():
             import torch
@@ -82,9 +83,13 @@ class KokoroEngine(KokoroBase):
             device = self.context.device
             model = KModel(repo_id=HUB_REPO, config=str(config), model=str(weights[-1])).to(device).eval()
             pipelines: dict[str, Any] = {}
-            with _english_g2p_offline():
-                for language in self._languages_in_catalog():
-                    pipelines[language.code] = KPipeline(lang_code=language.code, repo_id=HUB_REPO, model=model)
+            languages = self._languages_in_catalog()
+            english = any(lang.code in "ab" for lang in languages)
+            with _english_g2p_offline() if english else contextlib.nullcontext():
+                for language in languages:
+                    pipelines[language.code] = KPipeline(
+                        lang_code=language.code, repo_id=HUB_REPO, model=model
+                    )
         self._model, self._pipelines = model, pipelines
         self._loaded = True
         log.info("kokoro %s loaded on %s with pipelines %s", self.spec.slug, device, ",".join(pipelines))
@@ -109,7 +114,9 @@ class KokoroEngine(KokoroBase):
         # Kept on the CPU: KPipeline only accepts CPU FloatTensors as a voice; KModel moves the row it uses.
         return torch.load(path, map_location="cpu", weights_only=True).float()
 
-    def _synthesize_chunk(self, text: str, language: KokoroLanguage, style: Any, speed: float) -> Iterator[Any]:
+    def _synthesize_chunk(
+        self, text: str, language: KokoroLanguage, style: Any, speed: float
+    ) -> Iterator[Any]:
         pipeline = self._pipelines[language.code]
         for result in pipeline(text, voice=style, speed=speed, split_pattern=None):
             if result.audio is not None:
@@ -137,9 +144,10 @@ def _hub_offline() -> Iterator[None]:
 @contextlib.contextmanager
 def _english_g2p_offline() -> Iterator[None]:
     """Stop misaki from downloading spaCy's English model: hand it a blank English pipeline instead."""
-    import spacy
-
-    if spacy.util.is_package(SPACY_MODEL):
+    spacy: Any = importlib.import_module("spacy")
+    spacy_util: Any = importlib.import_module("spacy.util")
+    spacy_cli: Any = importlib.import_module("spacy.cli")
+    if spacy_util.is_package(SPACY_MODEL):
         yield
         return
     log.warning(
@@ -149,16 +157,15 @@ def _english_g2p_offline() -> Iterator[None]:
         SPACY_MODEL,
     )
     blank = spacy.blank("en")
-    is_package, load, download = spacy.util.is_package, spacy.load, spacy.cli.download
+    is_package, load, download = spacy_util.is_package, spacy.load, spacy_cli.download
 
     def refuse_download(*args: object, **kwargs: object) -> None:
         raise EngineUnavailableError(f"refusing to download spaCy model {args[:1]} at run time")
 
-    spacy.util.is_package = lambda name: name == SPACY_MODEL or is_package(name)
+    spacy_util.is_package = lambda name: name == SPACY_MODEL or is_package(name)
     spacy.load = lambda name, *a, **kw: blank if name == SPACY_MODEL else load(name, *a, **kw)
-    spacy.cli.download = refuse_download
+    spacy_cli.download = refuse_download
     try:
         yield
     finally:
-        spacy.util.is_package, spacy.load, spacy.cli.download = is_package, load, download
-
+        spacy_util.is_package, spacy.load, spacy_cli.download = is_package, load, download

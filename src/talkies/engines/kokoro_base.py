@@ -58,7 +58,9 @@ class KokoroBase:
         """One voice's style pack, shape [510, 1, 256] (torch tensor or numpy array)."""
         raise NotImplementedError
 
-    def _synthesize_chunk(self, text: str, language: KokoroLanguage, style: Any, speed: float) -> Iterator[Any]:
+    def _synthesize_chunk(
+        self, text: str, language: KokoroLanguage, style: Any, speed: float
+    ) -> Iterator[Any]:
         """PCM (float32 at 24 kHz) for one text chunk; may yield several pieces."""
         raise NotImplementedError
 
@@ -77,6 +79,10 @@ class KokoroBase:
         if spec is None:
             raise UnknownVoiceError(f"model {self.spec.slug!r} has no voices", param="voice")
         return parse_voice(spec, names, model=self.spec.slug)
+
+    def check_voice(self, voice: str) -> None:
+        """Accept catalog names and blends of them (the speech service asks before anything loads)."""
+        self.resolve_voice(voice)
 
     def synthesize(self, request: SpeechRequest) -> Iterator[AudioChunk]:
         """Validate now (a bad voice raises here, before any audio), then yield one chunk per sentence."""

@@ -82,7 +82,9 @@ class KokoroOnnxEngine(KokoroBase):
         self._inputs = _input_names(self._session)
         _configure_espeak()
         self._loaded = True
-        log.info("kokoro_nvidia %s loaded %s on %s", self.spec.slug, graph.name, self._session.get_providers())
+        log.info(
+            "kokoro_nvidia %s loaded %s on %s", self.spec.slug, graph.name, self._session.get_providers()
+        )
 
     def _providers(self, ort: Any) -> list[Any]:
         available = ort.get_available_providers()
@@ -105,7 +107,9 @@ class KokoroOnnxEngine(KokoroBase):
         assert self._voices is not None
         return self._voices.style(name)
 
-    def _synthesize_chunk(self, text: str, language: KokoroLanguage, style: Any, speed: float) -> Iterator[Any]:
+    def _synthesize_chunk(
+        self, text: str, language: KokoroLanguage, style: Any, speed: float
+    ) -> Iterator[Any]:
         phonemes = "".join(ch for ch in self._phonemize(text, language.espeak) if ch in self._vocab).strip()
         for batch in split_phonemes(phonemes, MAX_TOKENS):
             tokens = [self._vocab[ch] for ch in batch]
@@ -148,12 +152,16 @@ def _configure_espeak() -> None:
 
 
 def _input_names(session: Any) -> dict[str, tuple[str, Any]]:
-    """Map the graph's inputs to roles: NVIDIA/kokoro-onnx v0.19 call the ids `tokens`, newer exports `input_ids`."""
+    """Map the graph's inputs to roles; the token ids are `tokens` in some exports, `input_ids` in others."""
     dtypes = {"tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(float)": np.float32,
               "tensor(float16)": np.float16}  # fmt: skip
     found = {i.name: dtypes.get(i.type, np.float32) for i in session.get_inputs()}
     roles: dict[str, tuple[str, Any]] = {}
-    for role, names in (("tokens", ("tokens", "input_ids")), ("style", ("style", "ref_s")), ("speed", ("speed",))):
+    for role, names in (
+        ("tokens", ("tokens", "input_ids")),
+        ("style", ("style", "ref_s")),
+        ("speed", ("speed",)),
+    ):
         name = next((n for n in names if n in found), None)
         if name is None:
             raise EngineUnavailableError(f"ONNX graph has no {role!r} input (inputs: {', '.join(found)})")
@@ -204,7 +212,9 @@ def read_vocab(model_dir: Path) -> dict[str, int]:
                 data = data.get(key, {}) if isinstance(data, dict) else {}
             if data:
                 return {str(k): int(v) for k, v in data.items()}
-    raise EngineUnavailableError(f"no Kokoro vocabulary in {model_dir} (tokens.txt, config.json or tokenizer.json)")
+    raise EngineUnavailableError(
+        f"no Kokoro vocabulary in {model_dir} (tokens.txt, config.json or tokenizer.json)"
+    )
 
 
 class VoiceStore:

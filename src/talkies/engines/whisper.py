@@ -31,6 +31,7 @@ Engine options (`EngineContext.options`; the server fills `batch_size` from TALK
 from __future__ import annotations
 
 import gc
+import json
 import logging
 import os
 from dataclasses import dataclass
@@ -49,6 +50,13 @@ from talkies.engines.base import (
     Word,
 )
 from talkies.engines.snapshot import ensure_snapshot
+from talkies.engines.whisper_timeline import (
+    DEFAULT_REGION_GAP,
+    clamp_segment,
+    clip_seek,
+    clip_timestamps,
+    normalize_timeline,
+)
 from talkies.errors import CapabilityError, EngineError, ModelLoadError, UnsupportedLanguageError
 
 if TYPE_CHECKING:
@@ -67,12 +75,10 @@ WHISPER_LANGUAGES: tuple[str, ...] = (
     "sa", "lb", "my", "bo", "tl", "mg", "as", "tt", "haw", "ln", "ha", "ba", "jw", "su", "yue",
 )  # fmt: skip
 
+MULTILINGUAL_VOCABULARY = 51865
 REQUIRED_FILES = ("model.bin", "config.json", "tokenizer.json")
 SNAPSHOT_PATTERNS = ("model.bin", "*.json", "vocabulary.*")
-MAX_CLIP_SECONDS = 30.0  # Whisper's window: a longer clip would be cut at 30 s by the batched pipeline
-MIN_CLIP_SECONDS = 0.02  # one timestamp token; shorter regions hold nothing to decode
 DEFAULT_TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
-_FRAMES_PER_SECOND = 100  # mel frames (hop 160 at 16 kHz): the unit of faster-whisper's `seek`
 _MAX_LENGTH = 448  # Whisper's decoder positions
 _PROMPT_RESERVE = 228  # previous-text prompt (<= 223 tokens) + sot_prev + sot, language, task, timestamps
 
@@ -83,7 +89,6 @@ _FLOAT_OPTIONS = (
 )  # fmt: skip
 _BOOL_OPTIONS = ("condition_on_previous_text", "without_timestamps")
 _ENGINE_OPTIONS = ("compute_type", "batch_size", "num_workers", "max_region_gap")
-DEFAULT_REGION_GAP = 3.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,11 +109,30 @@ class WhisperEngine:
     """Transcriber on faster-whisper. Construction is cheap; `load()` imports faster_whisper."""
 
     batches_regions = True
+    can_translate = True  # the class's answer (multilingual); an instance knows for sure once loaded
+
+    @staticmethod
+    def snapshot_can_translate(model_dir: Path) -> bool | None:
+        """Whether the snapshot in `model_dir` is multilingual, from its vocabulary size; None: no snapshot.
+
+        CTranslate2 itself decides `is_multilingual` by the vocabulary (51864 tokens: English-only *.en
+        models; 51865+: multilingual), so this agrees with the loaded model without loading it.
+        """
+        vocabulary = model_dir / "vocabulary.json"
+        try:
+            if vocabulary.is_file():
+                size = len(json.loads(vocabulary.read_text(encoding="utf-8")))
+            elif (model_dir / "vocabulary.txt").is_file():
+                size = len((model_dir / "vocabulary.txt").read_text(encoding="utf-8").splitlines())
+            else:
+                return None
+        except (OSError, ValueError):
+            return None
+        return size >= MULTILINGUAL_VOCABULARY
 
     def __init__(self, spec: ModelSpec, context: EngineContext) -> None:
         self.spec = spec
         self.context = context
-        self.can_translate = True  # until load() reads the model: English-only models cannot
         self._languages: tuple[str, ...] = WHISPER_LANGUAGES
         self._model: Any = None
         self._decode_options = _decode_options(context.options)
@@ -258,7 +282,7 @@ class WhisperEngine:
         # Each segment carries its clip's start as `seek` (in 10 ms frames). Nothing decoded from a clip
         # can lie outside it (the rest of its 30 s window is padding), so clamp there: word alignment
         # on a confused model otherwise stretches segments into the padding.
-        by_seek = {_seek(clip["start"]): clip for clip in clips}
+        by_seek = {clip_seek(clip["start"]): clip for clip in clips}
         decoded = []
         for raw in segments:
             seg = _segment(raw)
@@ -295,66 +319,6 @@ def missing_files(model_dir: Path) -> list[str]:
     if not any((model_dir / name).is_file() for name in ("vocabulary.json", "vocabulary.txt")):
         missing.append("vocabulary.json (or vocabulary.txt)")
     return missing
-
-
-def clip_timestamps(
-    regions: tuple[Region, ...], duration: float, max_gap: float = DEFAULT_REGION_GAP
-) -> list[dict[str, float]]:
-    """VAD regions -> faster-whisper clip timestamps: inside the audio, each at most 30 s long.
-
-    Consecutive regions separated by at most `max_gap` seconds are packed into one clip while it stays
-    within 30 s; a region longer than 30 s is cut into 30 s pieces.
-    """
-    pieces: list[tuple[float, float]] = []
-    for region in sorted(regions, key=lambda r: r.start):
-        start, end = max(0.0, region.start), min(duration, region.end)
-        while end - start >= MIN_CLIP_SECONDS:
-            piece_end = min(end, start + MAX_CLIP_SECONDS)
-            pieces.append((start, piece_end))
-            start = piece_end
-    clips: list[dict[str, float]] = []
-    for start, end in pieces:
-        last = clips[-1] if clips else None
-        if last is not None and start - last["end"] <= max_gap and end - last["start"] <= MAX_CLIP_SECONDS:
-            last["end"] = max(last["end"], end)
-        else:
-            clips.append({"start": start, "end": end})
-    return clips
-
-
-def normalize_timeline(segments: list[Segment], duration: float) -> list[Segment]:
-    """Clamp model timestamps into a monotonic timeline inside [0, duration].
-
-    Whisper predicts timestamps as tokens; a confused model (or random weights) can emit them past the
-    end of the audio or out of order. Segments are ordered by start and never overlap; words stay
-    inside their segment and in order.
-    """
-    ordered = sorted(segments, key=lambda s: (s.start, s.end))
-    previous_end = 0.0
-    for seg in ordered:
-        seg.start = min(max(seg.start, previous_end), duration)
-        seg.end = min(max(seg.end, seg.start), duration)
-        word_floor = seg.start
-        for word in seg.words:
-            word.start = min(max(word.start, word_floor), seg.end)
-            word.end = min(max(word.end, word.start), seg.end)
-            word_floor = word.end
-        previous_end = seg.end
-    return ordered
-
-
-def _seek(start: float) -> int:
-    """The `seek` faster-whisper's batched pipeline gives a clip starting at `start` (same rounding)."""
-    return int(int(start * ASR_SAMPLE_RATE) / ASR_SAMPLE_RATE * _FRAMES_PER_SECOND)
-
-
-def clamp_segment(seg: Segment, start: float, end: float) -> None:
-    """Pull `seg` and its words inside [start, end]."""
-    seg.start = min(max(seg.start, start), end)
-    seg.end = min(max(seg.end, seg.start), end)
-    for word in seg.words:
-        word.start = min(max(word.start, seg.start), seg.end)
-        word.end = min(max(word.end, word.start), seg.end)
 
 
 def _segment(raw: Any) -> Segment:

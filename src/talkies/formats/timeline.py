@@ -40,10 +40,12 @@ def merge_stereo(left: TranscriptionResult, right: TranscriptionResult) -> Trans
     language = left.language or right.language
     duration = max(left.duration, right.duration)
     if not (left.aligned and right.aligned):
-        lines = [f"{tag}: {result.text.strip()}" for tag, result in ((LEFT, left), (RIGHT, right))
-                 if result.text.strip()]
-        return TranscriptionResult(text="\n".join(lines), language=language, duration=duration,
-                                   aligned=False)
+        lines = [
+            f"{tag}: {result.text.strip()}"
+            for tag, result in ((LEFT, left), (RIGHT, right))
+            if result.text.strip()
+        ]
+        return TranscriptionResult(text="\n".join(lines), language=language, duration=duration, aligned=False)
     tagged = [_tag(segment, LEFT) for segment in left.segments]
     tagged += [_tag(segment, RIGHT) for segment in right.segments]
     tagged.sort(key=lambda segment: segment.start)  # stable: L before R on equal starts

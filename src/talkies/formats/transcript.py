@@ -33,8 +33,9 @@ def normalize_transcript_format(name: str | None) -> str:
     key = _ALIASES.get(key, key)
     if key not in TRANSCRIPT_FORMATS:
         valid = ", ".join([*TRANSCRIPT_FORMATS, *_ALIASES])
-        raise UnsupportedFormatError(f"unsupported response_format {name!r}; expected one of: {valid}",
-                                     param="response_format")
+        raise UnsupportedFormatError(
+            f"unsupported response_format {name!r}; expected one of: {valid}", param="response_format"
+        )
     return key
 
 

@@ -32,7 +32,7 @@ import httpcore
 import httpx
 
 from talkies.errors import DownloadError, StagedFileNotFoundError
-from talkies.services.files import PART_SUFFIX, FileStore
+from talkies.services.files import PART_SUFFIX, FileStore, write_capped
 
 DOWNLOADS_DIR = "downloads"
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
@@ -95,8 +95,15 @@ def refusal_reason(address: IPAddress, *, block_private: bool) -> str | None:
             return f"{address} is a link-local or cloud-metadata address"
     if block_private:
         for form in forms:
-            if (form.is_private or form.is_loopback or form.is_link_local or form.is_multicast
-                    or form.is_reserved or form.is_unspecified or not form.is_global):
+            if (
+                form.is_private
+                or form.is_loopback
+                or form.is_link_local
+                or form.is_multicast
+                or form.is_reserved
+                or form.is_unspecified
+                or not form.is_global
+            ):
                 return f"{address} is not a public address (TALKIES_BLOCK_PRIVATE_DOWNLOADS=true)"
     return None
 
@@ -171,8 +178,12 @@ class Downloader:
         self.max_redirects = max_redirects
         self._resolver = resolver
         self._backend = network_backend or httpcore.AnyIOBackend()
-        self._timeouts = {"connect": connect_timeout, "read": read_timeout, "write": read_timeout,
-                          "pool": connect_timeout}
+        self._timeouts = {
+            "connect": connect_timeout,
+            "read": read_timeout,
+            "write": read_timeout,
+            "pool": connect_timeout,
+        }
         self._ssl_context = ssl_context or httpx.create_ssl_context()
         self._locks: dict[str, anyio.Lock] = {}
         self._waiting: Counter[str] = Counter()
@@ -293,8 +304,9 @@ class Downloader:
             if location is None:
                 return
             url = self._parse(str(url.join(location)))
-        raise DownloadError(f"too many redirects (more than {self.max_redirects}) fetching {original}",
-                            param="file_path")
+        raise DownloadError(
+            f"too many redirects (more than {self.max_redirects}) fetching {original}", param="file_path"
+        )
 
     async def _get(
         self, url: httpx.URL, host: str, port: int, backend: PinnedBackend, relative: str
@@ -304,8 +316,11 @@ class Downloader:
         if url.port is not None:
             host_header += f":{port}"
         target = httpcore.URL(scheme=url.raw_scheme, host=url.raw_host, port=url.port, target=url.raw_path)
-        headers = [(b"Host", host_header.encode("ascii")), (b"User-Agent", b"talkies"),
-                   (b"Accept-Encoding", b"identity")]
+        headers = [
+            (b"Host", host_header.encode("ascii")),
+            (b"User-Agent", b"talkies"),
+            (b"Accept-Encoding", b"identity"),
+        ]
         extensions = {"timeout": self._timeouts}
         try:
             async with (
@@ -315,8 +330,9 @@ class Downloader:
                 if response.status in REDIRECT_STATUSES:
                     location = _header(response.headers, b"location")
                     if not location:
-                        raise DownloadError(f"{url} answered HTTP {response.status} without a Location",
-                                            param="file_path")
+                        raise DownloadError(
+                            f"{url} answered HTTP {response.status} without a Location", param="file_path"
+                        )
                     return location
                 if not 200 <= response.status < 300:
                     raise DownloadError(f"{url} answered HTTP {response.status}", param="file_path")
@@ -325,35 +341,30 @@ class Downloader:
                     raise self._too_large(url)
                 await self._save(url, response.aiter_stream(), relative)
                 return None
-        except (httpcore.TimeoutException, httpcore.NetworkError, httpcore.ProtocolError,
-                httpcore.UnsupportedProtocol, ssl.SSLError) as exc:
+        except (
+            httpcore.TimeoutException,
+            httpcore.NetworkError,
+            httpcore.ProtocolError,
+            httpcore.UnsupportedProtocol,
+            ssl.SSLError,
+        ) as exc:
             message = f"could not fetch {url}: {type(exc).__name__}: {exc}"
             raise DownloadError(message, param="file_path") from None
 
     def _too_large(self, url: httpx.URL) -> DownloadError:
-        return DownloadError(f"{url} is larger than TALKIES_MAX_DOWNLOAD_BYTES ({self.max_bytes} bytes)",
-                             param="file_path")
+        return DownloadError(
+            f"{url} is larger than TALKIES_MAX_DOWNLOAD_BYTES ({self.max_bytes} bytes)", param="file_path"
+        )
 
     async def _save(self, url: httpx.URL, body: AsyncIterator[bytes], relative: str) -> None:
         writer = await anyio.to_thread.run_sync(self.store.begin_write, relative)
-        size = 0
-        buffer = bytearray()
-        try:
-            async for chunk in body:
-                size += len(chunk)
-                if size > self.max_bytes:
-                    raise self._too_large(url)
-                buffer += chunk
-                if len(buffer) >= _WRITE_BUFFER:
-                    await anyio.to_thread.run_sync(writer.write, bytes(buffer))
-                    buffer.clear()
-            if buffer:
-                await anyio.to_thread.run_sync(writer.write, bytes(buffer))
-            await anyio.to_thread.run_sync(writer.commit)
-        except BaseException:
-            with anyio.CancelScope(shield=True):
-                await anyio.to_thread.run_sync(writer.abort)
-            raise
+        await write_capped(
+            writer,
+            body,
+            cap=self.max_bytes,
+            too_large=lambda: self._too_large(url),
+            buffer_bytes=_WRITE_BUFFER,
+        )
 
 
 def _mark_used(path: Path) -> None:

@@ -16,7 +16,7 @@ import mimetypes
 import os
 import secrets
 import stat
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -35,8 +35,14 @@ _WRITE_BUFFER = 1024 * 1024  # bytes gathered before one write hops to a worker 
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _EXTRA_TYPES = {
-    ".wav": "audio/wav", ".flac": "audio/flac", ".opus": "audio/ogg", ".m4a": "audio/mp4",
-    ".pcm": "audio/pcm", ".srt": "application/x-subrip", ".vtt": "text/vtt", ".webm": "audio/webm",
+    ".wav": "audio/wav",
+    ".flac": "audio/flac",
+    ".opus": "audio/ogg",
+    ".m4a": "audio/mp4",
+    ".pcm": "audio/pcm",
+    ".srt": "application/x-subrip",
+    ".vtt": "text/vtt",
+    ".webm": "audio/webm",
 }
 
 
@@ -194,8 +200,9 @@ class FileStore:
         segments = split_path(path)
         parent = self._open_parent(segments, create=False)
         try:
-            fd = os.open(segments[-1], os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK,
-                         dir_fd=parent)
+            fd = os.open(
+                segments[-1], os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK, dir_fd=parent
+            )
         except OSError as exc:
             raise self._walk_error(exc, segments, create=False) from None
         finally:
@@ -225,24 +232,12 @@ class FileStore:
         cap = self.max_upload_bytes if max_bytes is None else max_bytes
         segments = split_path(path)
         writer = await anyio.to_thread.run_sync(self._begin_sync, segments)
-        size = 0
-        buffer = bytearray()
-        try:
-            async for chunk in chunks:
-                size += len(chunk)
-                if size > cap:
-                    raise PayloadTooLargeError(f"upload exceeds TALKIES_MAX_UPLOAD_BYTES ({cap} bytes)")
-                buffer += chunk
-                if len(buffer) >= _WRITE_BUFFER:
-                    await anyio.to_thread.run_sync(writer.write, bytes(buffer))
-                    buffer.clear()
-            if buffer:
-                await anyio.to_thread.run_sync(writer.write, bytes(buffer))
-            await anyio.to_thread.run_sync(writer.commit)
-        except BaseException:
-            with anyio.CancelScope(shield=True):
-                await anyio.to_thread.run_sync(writer.abort)
-            raise
+        size = await write_capped(
+            writer,
+            chunks,
+            cap=cap,
+            too_large=lambda: PayloadTooLargeError(f"upload exceeds TALKIES_MAX_UPLOAD_BYTES ({cap} bytes)"),
+        )
         return {"path": "/".join(segments), "size": size}
 
     def put_bytes_sync(self, path: str, data: bytes, *, capped: bool = True) -> dict[str, Any]:
@@ -322,6 +317,39 @@ def _walk_parts(root: Path) -> Iterator[Path]:
                 yield Path(dirpath) / name
 
 
+async def write_capped(
+    writer: _AtomicWriter,
+    chunks: AsyncIterator[bytes],
+    *,
+    cap: int,
+    too_large: Callable[[], Exception],
+    buffer_bytes: int = _WRITE_BUFFER,
+) -> int:
+    """Stream `chunks` through `writer` with writes off the event loop, and commit; return the size.
+
+    More than `cap` bytes raises `too_large()`; that, any other failure or a cancellation aborts the
+    writer, so nothing is left behind."""
+    size = 0
+    buffer = bytearray()
+    try:
+        async for chunk in chunks:
+            size += len(chunk)
+            if size > cap:
+                raise too_large()
+            buffer += chunk
+            if len(buffer) >= buffer_bytes:
+                full, buffer = buffer, bytearray()  # hand the buffer over, no copy
+                await anyio.to_thread.run_sync(writer.write, full)
+        if buffer:
+            await anyio.to_thread.run_sync(writer.write, buffer)
+        await anyio.to_thread.run_sync(writer.commit)
+    except BaseException:
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(writer.abort)
+        raise
+    return size
+
+
 class _AtomicWriter:
     """A `.part` file beside the target, renamed over it on commit and removed on abort."""
 
@@ -332,14 +360,18 @@ class _AtomicWriter:
         self._created = created
         self._tmp = f".{segments[-1]}.{secrets.token_hex(6)}{PART_SUFFIX}"
         try:
-            self._fd = os.open(self._tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
-                               0o644, dir_fd=parent_fd)
+            self._fd = os.open(
+                self._tmp,
+                os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                0o644,
+                dir_fd=parent_fd,
+            )
         except BaseException:
             os.close(parent_fd)
             self._prune_created()
             raise
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: bytes | bytearray) -> None:
         view = memoryview(data)
         while view:
             written = os.write(self._fd, view)

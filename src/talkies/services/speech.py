@@ -6,9 +6,10 @@ same thread, so neither synthesis nor encoding blocks the event loop. `open_stre
 the first chunk is encoded: an engine that fails on its first sentence still answers with a real error
 status, and the rest streams while the model stays pinned.
 
-Voices are checked against a catalog engine: the loaded engine when there is one, otherwise an unloaded
-instance (construction is cheap and `voices()` works before `load()`). An engine may expose
-`check_voice(name)` to accept more than its listed names (espeak-ng variants, voice blends).
+Voices are checked against a catalog engine: an unloaded local instance of the model's engine class
+(construction is cheap and `voices()` works before `load()`), whether or not the model itself runs in a
+worker process. An engine may expose `check_voice(name)` to accept more than its listed names (espeak-ng
+variants, voice blends); otherwise the name must be in `voices()`.
 """
 
 from __future__ import annotations
@@ -115,9 +116,8 @@ class SpeechService:
         return spec
 
     def _catalog_engine(self, spec: ModelSpec) -> Engine:
-        loaded = self.pool.peek_engine(spec.slug)
-        if loaded is not None and hasattr(loaded, "voices"):
-            return loaded
+        # Always a local, unloaded instance of the engine class: a model isolated in a worker process is
+        # a proxy that forwards no methods but voices(), so its check_voice() would be lost.
         reason = self.pool.unavailable_reason(spec.slug)
         if reason:
             raise EngineUnavailableError(f"model {spec.slug!r} is unavailable: {reason}")
@@ -199,10 +199,15 @@ class SpeechService:
             specs = [s for s in specs if self.pool.unavailable_reason(s.slug) is None]
         entries = []
         for spec in specs:
-            engine = self._catalog_engine(spec)
+            try:
+                engine = self._catalog_engine(spec)
+                listed = self._voices_of(engine)
+            except EngineUnavailableError:
+                if model is not None:
+                    raise
+                continue  # e.g. espeak-ng not installed: the full catalog lists what can speak
             entries += [
-                VoiceEntry(voice=v.name, model=spec.slug, default=v.default, origin=v.origin)
-                for v in self._voices_of(engine)
+                VoiceEntry(voice=v.name, model=spec.slug, default=v.default, origin=v.origin) for v in listed
             ]
         return entries
 

@@ -30,7 +30,13 @@ from talkies.engines.base import (
     TranscriptionRequest,
     TranscriptionResult,
 )
-from talkies.errors import CapabilityError, DiarizationError, EngineError, WrongModalityError
+from talkies.errors import (
+    CapabilityError,
+    DiarizationError,
+    EngineError,
+    UnsupportedLanguageError,
+    WrongModalityError,
+)
 from talkies.formats.timeline import merge_stereo, stitch
 from talkies.formats.transcript import normalize_transcript_format, render_transcript
 from talkies.pool import ModelPool
@@ -73,12 +79,7 @@ class TranscriptionService:
         self.pool = pool
         self.registry = registry
         self.settings = settings
-        self.vad_options = VadOptions(
-            threshold=settings.vad_threshold,
-            min_silence_ms=settings.vad_min_silence_ms,
-            speech_pad_ms=settings.vad_speech_pad_ms,
-            max_speech_s=settings.vad_max_speech,
-        )
+        self.vad_options = VadOptions.from_settings(settings)
 
     def validate(self, options: TranscriptionOptions) -> _Plan:
         """Everything that can be refused without reading the audio."""
@@ -92,7 +93,24 @@ class TranscriptionService:
         fmt = normalize_transcript_format(options.response_format)
         if options.task == "translate" and getattr(_engine_type(spec), "can_translate", True) is False:
             raise CapabilityError(f"model {spec.slug!r} cannot translate", param="model")
+        if options.language:
+            self._check_language(spec.slug, options.language)
         return _Plan(spec=spec, format=fmt, options=options)
+
+    def _check_language(self, slug: str, language: str) -> None:
+        """Refuse an unknown language before the audio is read, when the model is resident.
+
+        Uses the engine's `languages` data attribute, which a worker-process engine forwards too;
+        otherwise the engine checks first thing in its transcribe()."""
+        engine = self.pool.peek_engine(slug)
+        known = getattr(engine, "languages", None) if engine is not None else None
+        code = language.strip().lower()
+        if not isinstance(known, tuple) or not known or code in ("", "auto") or code in known:
+            return
+        raise UnsupportedLanguageError(
+            f"language {language!r} is not supported by model {slug!r}; valid codes: {', '.join(known)}",
+            param="language",
+        )
 
     async def transcribe_file(self, path: Path, options: TranscriptionOptions) -> Transcript:
         plan = self.validate(options)

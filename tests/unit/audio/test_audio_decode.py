@@ -58,8 +58,22 @@ def test_header_without_samples_is_invalid(tmp_path: Path, speech_wav: Path) -> 
 @pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg CLI not installed")
 def test_file_without_audio_stream_is_invalid(tmp_path: Path) -> None:
     video = tmp_path / "video.mp4"
-    subprocess.run(["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "color=size=32x32:duration=0.2",
-                    "-c:v", "mpeg4", str(video)], check=True, capture_output=True)
+    subprocess.run(
+        [
+            "ffmpeg",
+            "-v",
+            "error",
+            "-f",
+            "lavfi",
+            "-i",
+            "color=size=32x32:duration=0.2",
+            "-c:v",
+            "mpeg4",
+            str(video),
+        ],
+        check=True,
+        capture_output=True,
+    )
     assert_one_line_error(video, "no audio stream")
 
 

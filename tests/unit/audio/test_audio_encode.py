@@ -35,8 +35,12 @@ def decode_back(tmp_path: Path, body: bytes, fmt: str) -> np.ndarray:
 
 def test_formats_and_content_types_match_the_contract() -> None:
     assert SPEECH_FORMATS == {
-        "mp3": "audio/mpeg", "opus": "audio/ogg", "aac": "audio/aac", "flac": "audio/flac",
-        "wav": "audio/wav", "pcm": "application/octet-stream",
+        "mp3": "audio/mpeg",
+        "opus": "audio/ogg",
+        "aac": "audio/aac",
+        "flac": "audio/flac",
+        "wav": "audio/wav",
+        "pcm": "application/octet-stream",
     }
 
 

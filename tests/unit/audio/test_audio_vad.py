@@ -22,12 +22,14 @@ from talkies.audio.vad import (
 )
 from talkies.engines.base import Region
 
-needs_vad = pytest.mark.skipif(importlib.util.find_spec("silero_vad") is None,
-                               reason="the vad extra (silero-vad) is not installed")
+needs_vad = pytest.mark.skipif(
+    importlib.util.find_spec("silero_vad") is None, reason="the vad extra (silero-vad) is not installed"
+)
 WINDOW_S = WINDOW / 16_000
 
 
 # --- region splitting (pure) ---------------------------------------------------------------------
+
 
 def probs_with_silences(length: int, silences: list[tuple[int, int]], low: float = 0.1) -> np.ndarray:
     probs = np.full(length, 0.9)
@@ -78,6 +80,7 @@ def test_random_probabilities_never_leave_a_span_too_long() -> None:
 
 # --- regions from probabilities (pure) -----------------------------------------------------------
 
+
 def speech_at(length: int, spans: list[tuple[int, int]]) -> np.ndarray:
     probs = np.zeros(length, dtype=np.float32)
     for start, end in spans:
@@ -101,8 +104,9 @@ def test_short_gaps_do_not_separate_regions() -> None:
 
 def test_close_regions_share_the_gap_instead_of_overlapping() -> None:
     probs = speech_at(300, [(20, 60), (70, 120)])
-    first, second = regions_from_probabilities(probs, VadOptions(min_silence_ms=200, speech_pad_ms=500),
-                                               300 * WINDOW)
+    first, second = regions_from_probabilities(
+        probs, VadOptions(min_silence_ms=200, speech_pad_ms=500), 300 * WINDOW
+    )
     assert first.end == pytest.approx(second.start, abs=1e-3)
     assert first.end == pytest.approx(65 * WINDOW_S, abs=1e-3)
 
@@ -132,14 +136,14 @@ def test_long_speech_is_split_below_max_speech() -> None:
 
 # --- the real model ------------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def padded_sentence(speech_wav: Path) -> tuple[np.ndarray, float, float]:
     """2 s of silence, the sentence, 2 s of silence (16 kHz) and where the speech lies."""
     speech = decode_audio(speech_wav)
     voiced = np.flatnonzero(np.abs(speech) > 0.02)
     silence = np.zeros(32_000, dtype=np.float32)
-    return (np.concatenate([silence, speech, silence]), 2.0 + voiced[0] / 16_000,
-            2.0 + voiced[-1] / 16_000)
+    return (np.concatenate([silence, speech, silence]), 2.0 + voiced[0] / 16_000, 2.0 + voiced[-1] / 16_000)
 
 
 @needs_vad
@@ -180,7 +184,8 @@ def test_nothing_in_silence_or_noise() -> None:
 
 @needs_vad
 def test_batched_probabilities_equal_the_per_window_loop(
-        padded_sentence: tuple[np.ndarray, float, float]) -> None:
+    padded_sentence: tuple[np.ndarray, float, float],
+) -> None:
     import onnxruntime
 
     pcm, _, _ = padded_sentence
@@ -188,16 +193,23 @@ def test_batched_probabilities_equal_the_per_window_loop(
     options = onnxruntime.SessionOptions()
     options.log_severity_level = 3
     options.intra_op_num_threads = 1
-    stock = onnxruntime.InferenceSession(str(model_path("silero_vad.onnx")), sess_options=options,
-                                         providers=["CPUExecutionProvider"])
+    stock = onnxruntime.InferenceSession(
+        str(model_path("silero_vad.onnx")), sess_options=options, providers=["CPUExecutionProvider"]
+    )
     padded = np.zeros(-(-pcm.size // WINDOW) * WINDOW, np.float32)
     padded[: pcm.size] = pcm
     state = np.zeros((2, 1, 128), np.float32)
     context = np.zeros(64, np.float32)
     expected = []
     for window in padded.reshape(-1, WINDOW):
-        out, state = stock.run(None, {"input": np.concatenate([context, window])[None], "state": state,
-                                      "sr": np.array(16_000, np.int64)})
+        out, state = stock.run(
+            None,
+            {
+                "input": np.concatenate([context, window])[None],
+                "state": state,
+                "sr": np.array(16_000, np.int64),
+            },
+        )
         context = window[-64:]
         expected.append(out[0, 0])
     got = speech_probabilities(pcm)
@@ -221,3 +233,14 @@ def test_vad_imports_neither_torch_nor_silero_python_code() -> None:
     )
     src = Path(__file__).resolve().parents[3] / "src"
     subprocess.run([sys.executable, "-c", code], check=True, env={"PYTHONPATH": str(src)}, timeout=120)
+
+
+def test_options_from_settings() -> None:
+    from talkies.settings import load_settings
+
+    settings = load_settings(
+        vad_threshold=0.4, vad_min_silence_ms=300, vad_speech_pad_ms=50, vad_max_speech="20s"
+    )
+    assert VadOptions.from_settings(settings) == VadOptions(
+        threshold=0.4, min_silence_ms=300, speech_pad_ms=50, max_speech_s=20.0
+    )

@@ -20,17 +20,23 @@ def seg(start: float, end: float, text: str, words: list[Word] | None = None) ->
 
 # --- stitch --------------------------------------------------------------------------------------
 
+
 def test_stitch_offsets_segments_and_words_by_the_chunk_start() -> None:
-    first = chunk(" hello there", [seg(0.5, 2.0, " hello there",
-                                      [Word(" hello", 0.5, 1.0), Word(" there", 1.1, 2.0)])])
-    second = chunk(" general kenobi", [seg(0.25, 1.5, " general kenobi",
-                                          [Word(" general", 0.25, 0.8, probability=0.9)])])
+    first = chunk(
+        " hello there", [seg(0.5, 2.0, " hello there", [Word(" hello", 0.5, 1.0), Word(" there", 1.1, 2.0)])]
+    )
+    second = chunk(
+        " general kenobi", [seg(0.25, 1.5, " general kenobi", [Word(" general", 0.25, 0.8, probability=0.9)])]
+    )
     result = stitch([(Region(10.0, 20.0), first), (Region(40.0, 50.0), second)], duration=60.0)
     assert result.aligned
     assert result.duration == 60.0
     assert [(s.start, s.end) for s in result.segments] == [(10.5, 12.0), (40.25, 41.5)]
     assert [(w.word, w.start, w.end) for s in result.segments for w in s.words] == [
-        (" hello", 10.5, 11.0), (" there", 11.1, 12.0), (" general", 40.25, 40.8)]
+        (" hello", 10.5, 11.0),
+        (" there", 11.1, 12.0),
+        (" general", 40.25, 40.8),
+    ]
     assert result.segments[1].words[0].probability == 0.9
     assert result.text == " hello there general kenobi"
 
@@ -43,8 +49,11 @@ def test_stitch_does_not_modify_the_chunks() -> None:
 
 
 def test_stitch_takes_the_first_known_language() -> None:
-    parts = [(Region(0, 1), chunk("", [], language=None)), (Region(2, 3), chunk(" b", [], language="de")),
-             (Region(4, 5), chunk(" c", [], language="fr"))]
+    parts = [
+        (Region(0, 1), chunk("", [], language=None)),
+        (Region(2, 3), chunk(" b", [], language="de")),
+        (Region(4, 5), chunk(" c", [], language="fr")),
+    ]
     assert stitch(parts, 6.0).language == "de"
 
 
@@ -57,11 +66,15 @@ def test_stitch_clamps_timestamps_to_the_file() -> None:
 
 def test_stitch_of_unaligned_chunks_joins_texts_with_one_space() -> None:
     parts = [
-        (Region(0.0, 20.0), TranscriptionResult(text="first part. ", language="en", duration=20.0,
-                                                aligned=False)),
+        (
+            Region(0.0, 20.0),
+            TranscriptionResult(text="first part. ", language="en", duration=20.0, aligned=False),
+        ),
         (Region(25.0, 45.0), TranscriptionResult(text="  ", language=None, duration=20.0, aligned=False)),
-        (Region(50.0, 70.0), TranscriptionResult(text=" second part.", language=None, duration=20.0,
-                                                 aligned=False)),
+        (
+            Region(50.0, 70.0),
+            TranscriptionResult(text=" second part.", language=None, duration=20.0, aligned=False),
+        ),
     ]
     result = stitch(parts, duration=80.0)
     assert not result.aligned
@@ -92,26 +105,45 @@ def test_join_texts() -> None:
 
 # --- stereo --------------------------------------------------------------------------------------
 
+
 @pytest.fixture
 def conversation() -> tuple[TranscriptionResult, TranscriptionResult]:
-    left = TranscriptionResult(text=" hi how's it going cool man", language="en", duration=6.0, segments=[
-        seg(0.0, 0.6, " hi", [Word(" hi", 0.0, 0.6)]),
-        seg(0.7, 1.42, " how's it going", [Word(" how's", 0.7, 1.0), Word(" it", 1.0, 1.1),
-                                          Word(" going", 1.1, 1.42)]),
-        seg(3.0, 3.8, " cool man", [Word(" cool", 3.0, 3.4), Word(" man", 3.4, 3.8)]),
-    ])
-    right = TranscriptionResult(text=" not bad you", language=None, duration=6.2, segments=[
-        seg(1.5, 2.31, " not bad you", [Word(" not", 1.5, 1.7), Word(" bad", 1.7, 2.0),
-                                       Word(" you", 2.0, 2.31)]),
-    ])
+    left = TranscriptionResult(
+        text=" hi how's it going cool man",
+        language="en",
+        duration=6.0,
+        segments=[
+            seg(0.0, 0.6, " hi", [Word(" hi", 0.0, 0.6)]),
+            seg(
+                0.7,
+                1.42,
+                " how's it going",
+                [Word(" how's", 0.7, 1.0), Word(" it", 1.0, 1.1), Word(" going", 1.1, 1.42)],
+            ),
+            seg(3.0, 3.8, " cool man", [Word(" cool", 3.0, 3.4), Word(" man", 3.4, 3.8)]),
+        ],
+    )
+    right = TranscriptionResult(
+        text=" not bad you",
+        language=None,
+        duration=6.2,
+        segments=[
+            seg(
+                1.5,
+                2.31,
+                " not bad you",
+                [Word(" not", 1.5, 1.7), Word(" bad", 1.7, 2.0), Word(" you", 2.0, 2.31)],
+            ),
+        ],
+    )
     return left, right
 
 
 def test_merge_tags_and_orders_segments_and_words(
-        conversation: tuple[TranscriptionResult, TranscriptionResult]) -> None:
+    conversation: tuple[TranscriptionResult, TranscriptionResult],
+) -> None:
     merged = merge_stereo(*conversation)
-    assert [(s.channel, s.start) for s in merged.segments] == [("L", 0.0), ("L", 0.7), ("R", 1.5),
-                                                                ("L", 3.0)]
+    assert [(s.channel, s.start) for s in merged.segments] == [("L", 0.0), ("L", 0.7), ("R", 1.5), ("L", 3.0)]
     assert all(w.channel == s.channel for s in merged.segments for w in s.words)
     assert merged.language == "en"
     assert merged.duration == 6.2
@@ -119,12 +151,14 @@ def test_merge_tags_and_orders_segments_and_words(
 
 
 def test_merge_collapses_turns_into_lines(
-        conversation: tuple[TranscriptionResult, TranscriptionResult]) -> None:
+    conversation: tuple[TranscriptionResult, TranscriptionResult],
+) -> None:
     assert merge_stereo(*conversation).text == "L: hi how's it going\nR: not bad you\nL: cool man"
 
 
 def test_merge_does_not_modify_its_inputs(
-        conversation: tuple[TranscriptionResult, TranscriptionResult]) -> None:
+    conversation: tuple[TranscriptionResult, TranscriptionResult],
+) -> None:
     before = copy.deepcopy(conversation)
     merge_stereo(*conversation)
     assert conversation == before
@@ -132,7 +166,8 @@ def test_merge_does_not_modify_its_inputs(
 
 
 def test_merged_ids_are_renumbered_contiguously(
-        conversation: tuple[TranscriptionResult, TranscriptionResult]) -> None:
+    conversation: tuple[TranscriptionResult, TranscriptionResult],
+) -> None:
     body, _ = render_transcript(merge_stereo(*conversation), "verbose_json")
     payload = json.loads(body)
     assert [s["id"] for s in payload["segments"]] == [0, 1, 2, 3]

@@ -22,33 +22,50 @@ def result() -> TranscriptionResult:
         language="en",
         duration=6.42,
         segments=[
-            Segment(0.0, 2.31, " the full transcript",
-                    words=[Word(" the", 0.0, 0.12), Word(" full", 0.12, 0.34, probability=0.87654),
-                           Word(" transcript", 0.34, 2.31)],
-                    temperature=0.0),
-            Segment(2.31, 5.78, " continuing here on the next segment", avg_logprob=-0.25,
-                    compression_ratio=1.4, no_speech_prob=0.01),
+            Segment(
+                0.0,
+                2.31,
+                " the full transcript",
+                words=[
+                    Word(" the", 0.0, 0.12),
+                    Word(" full", 0.12, 0.34, probability=0.87654),
+                    Word(" transcript", 0.34, 2.31),
+                ],
+                temperature=0.0,
+            ),
+            Segment(
+                2.31,
+                5.78,
+                " continuing here on the next segment",
+                avg_logprob=-0.25,
+                compression_ratio=1.4,
+                no_speech_prob=0.01,
+            ),
         ],
     )
 
 
 # --- times ---------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize(("seconds", "expected"), [
-    (0.0, "00:00:00,000"),
-    (2.31, "00:00:02,310"),
-    (5.78, "00:00:05,780"),
-    (59.9994, "00:00:59,999"),
-    (59.9995, "00:01:00,000"),  # rounds up into the next minute, never "00:00:60,000"
-    (59.99999, "00:01:00,000"),
-    (3599.9996, "01:00:00,000"),
-    (3661.001, "01:01:01,001"),
-    (0.0005, "00:00:00,001"),  # half up
-    (0.0004, "00:00:00,000"),
-    (-0.3, "00:00:00,000"),
-    (float("nan"), "00:00:00,000"),
-    (360_000.0, "100:00:00,000"),
-])
+
+@pytest.mark.parametrize(
+    ("seconds", "expected"),
+    [
+        (0.0, "00:00:00,000"),
+        (2.31, "00:00:02,310"),
+        (5.78, "00:00:05,780"),
+        (59.9994, "00:00:59,999"),
+        (59.9995, "00:01:00,000"),  # rounds up into the next minute, never "00:00:60,000"
+        (59.99999, "00:01:00,000"),
+        (3599.9996, "01:00:00,000"),
+        (3661.001, "01:01:01,001"),
+        (0.0005, "00:00:00,001"),  # half up
+        (0.0004, "00:00:00,000"),
+        (-0.3, "00:00:00,000"),
+        (float("nan"), "00:00:00,000"),
+        (360_000.0, "100:00:00,000"),
+    ],
+)
 def test_srt_time(seconds: float, expected: str) -> None:
     assert srt_time(seconds) == expected
     assert vtt_time(seconds) == expected.replace(",", ".")
@@ -56,10 +73,15 @@ def test_srt_time(seconds: float, expected: str) -> None:
 
 # --- format names ---------------------------------------------------------------------------------
 
+
 def test_content_types() -> None:
-    assert TRANSCRIPT_FORMATS == {"json": "application/json", "text": "text/plain",
-                                  "verbose_json": "application/json", "srt": "application/x-subrip",
-                                  "vtt": "text/vtt"}
+    assert TRANSCRIPT_FORMATS == {
+        "json": "application/json",
+        "text": "text/plain",
+        "verbose_json": "application/json",
+        "srt": "application/x-subrip",
+        "vtt": "text/vtt",
+    }
 
 
 def test_normalize_transcript_format() -> None:
@@ -85,6 +107,7 @@ def test_render_rejects_unknown_formats(result: TranscriptionResult) -> None:
 
 # --- bodies --------------------------------------------------------------------------------------
 
+
 def test_json(result: TranscriptionResult) -> None:
     body, content_type = render_transcript(result, "json")
     assert content_type == "application/json"
@@ -104,12 +127,25 @@ def test_verbose_json_shape(result: TranscriptionResult) -> None:
     assert list(payload) == ["task", "language", "duration", "text", "segments", "words"]
     assert (payload["task"], payload["language"], payload["duration"]) == ("translate", "en", 6.42)
     assert payload["segments"][0] == {
-        "id": 0, "seek": 0, "start": 0.0, "end": 2.31, "text": " the full transcript", "tokens": [],
-        "temperature": 0.0, "avg_logprob": None, "compression_ratio": None, "no_speech_prob": None,
+        "id": 0,
+        "seek": 0,
+        "start": 0.0,
+        "end": 2.31,
+        "text": " the full transcript",
+        "tokens": [],
+        "temperature": 0.0,
+        "avg_logprob": None,
+        "compression_ratio": None,
+        "no_speech_prob": None,
     }
     second = payload["segments"][1]
-    assert (second["id"], second["avg_logprob"], second["compression_ratio"], second["no_speech_prob"],
-            second["temperature"]) == (1, -0.25, 1.4, 0.01, None)
+    assert (
+        second["id"],
+        second["avg_logprob"],
+        second["compression_ratio"],
+        second["no_speech_prob"],
+        second["temperature"],
+    ) == (1, -0.25, 1.4, 0.01, None)
     assert payload["words"] == [
         {"word": " the", "start": 0.0, "end": 0.12},
         {"word": " full", "start": 0.12, "end": 0.34, "probability": 0.8765},
@@ -118,8 +154,12 @@ def test_verbose_json_shape(result: TranscriptionResult) -> None:
 
 
 def test_verbose_json_rounds_float_noise_and_drops_nan() -> None:
-    noisy = TranscriptionResult(text=" x", language=None, duration=0.1 + 0.2, segments=[
-        Segment(0.1 + 0.2, 2.3100000000000005, " x", avg_logprob=float("nan"))])
+    noisy = TranscriptionResult(
+        text=" x",
+        language=None,
+        duration=0.1 + 0.2,
+        segments=[Segment(0.1 + 0.2, 2.3100000000000005, " x", avg_logprob=float("nan"))],
+    )
     payload = json.loads(render_transcript(noisy, "verbose_json")[0])
     assert payload["duration"] == 0.3
     assert (payload["segments"][0]["start"], payload["segments"][0]["end"]) == (0.3, 2.31)
@@ -155,10 +195,15 @@ def test_vtt(result: TranscriptionResult) -> None:
 
 
 def test_diarized_cues_are_prefixed() -> None:
-    diarized = TranscriptionResult(text="L: hi\nR: yo", language="en", duration=3.0, segments=[
-        Segment(0.0, 1.42, " hi how's it going", channel="L"),
-        Segment(1.5, 2.31, " not bad you", channel="R"),
-    ])
+    diarized = TranscriptionResult(
+        text="L: hi\nR: yo",
+        language="en",
+        duration=3.0,
+        segments=[
+            Segment(0.0, 1.42, " hi how's it going", channel="L"),
+            Segment(1.5, 2.31, " not bad you", channel="R"),
+        ],
+    )
     srt = render_transcript(diarized, "srt")[0]
     assert "00:00:00,000 --> 00:00:01,420\nL: hi how's it going\n" in srt
     assert "2\n00:00:01,500 --> 00:00:02,310\nR: not bad you\n" in srt
@@ -174,8 +219,12 @@ def test_unaligned_result_is_one_cue_over_the_whole_file() -> None:
 
 
 def test_empty_segments_make_no_cues_and_blank_lines_never_end_a_cue() -> None:
-    odd = TranscriptionResult(text=" a b", language="en", duration=4.0, segments=[
-        Segment(0.0, 1.0, "  "), Segment(1.0, 2.0, " a\n\nb")])
+    odd = TranscriptionResult(
+        text=" a b",
+        language="en",
+        duration=4.0,
+        segments=[Segment(0.0, 1.0, "  "), Segment(1.0, 2.0, " a\n\nb")],
+    )
     assert render_transcript(odd, "srt")[0] == "1\n00:00:01,000 --> 00:00:02,000\na\nb\n"
 
 

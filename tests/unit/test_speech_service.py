@@ -1,0 +1,79 @@
+"""SpeechService validation with fake engines (API shape only; real engines are in tests/api)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+import talkies.services.speech as speech_module
+from talkies.errors import (
+    BadRequestError,
+    ModelNotFoundError,
+    UnknownVoiceError,
+    UnsupportedFormatError,
+    WrongModalityError,
+)
+from talkies.pool import ModelPool
+from talkies.registry import load_registry
+from talkies.services.speech import SpeechOptions, SpeechService, clamp_speed
+from talkies.settings import Settings
+from tests.fakes import FakeFactory
+
+
+@pytest.fixture
+def service(make_settings: Callable[..., Settings], monkeypatch: pytest.MonkeyPatch) -> SpeechService:
+    settings = make_settings()
+    factory = FakeFactory()
+    monkeypatch.setattr(speech_module, "create_engine", factory)  # catalog engines without check_voice
+    assert settings.models_file is not None
+    registry = load_registry(settings.models_file)
+    return SpeechService(ModelPool(registry, settings, engine_factory=factory), registry, settings)
+
+
+def options(**kw: Any) -> SpeechOptions:
+    return SpeechOptions(**{"model": "tts-a", "input": "hello", **kw})
+
+
+@pytest.mark.parametrize(
+    ("given", "used"), [(1.0, 1.0), (0.1, 0.25), (9.0, 4.0), (float("nan"), 1.0), (0.25, 0.25)]
+)
+def test_clamp_speed(given: float, used: float) -> None:
+    assert clamp_speed(given) == used
+
+
+def test_defaults_and_clamping(service: SpeechService) -> None:
+    plan = service.validate(options(speed=10))
+    assert plan.request.voice == "alpha"  # the catalog's default
+    assert plan.request.speed == 4.0
+    assert plan.format == "mp3"
+    assert plan.content_type == "audio/mpeg"
+
+
+def test_voice_outside_the_catalog_lists_the_catalog(service: SpeechService) -> None:
+    assert service.validate(options(voice="beta")).request.voice == "beta"
+    with pytest.raises(UnknownVoiceError) as info:
+        service.validate(options(voice="gamma"))
+    assert "alpha, beta" in info.value.message
+
+
+def test_refusals_before_any_engine_work(service: SpeechService) -> None:
+    with pytest.raises(ModelNotFoundError):
+        service.validate(options(model="nope"))
+    with pytest.raises(WrongModalityError):
+        service.validate(options(model="asr-a"))
+    with pytest.raises(BadRequestError):
+        service.validate(options(input=" \n"))
+    with pytest.raises(UnsupportedFormatError):
+        service.validate(options(response_format="ogg"))
+
+
+def test_voice_catalog(service: SpeechService) -> None:
+    entries = service.voices()
+    assert [(e.voice, e.model, e.default) for e in entries] == [
+        ("alpha", "tts-a", True),
+        ("beta", "tts-a", False),
+    ]
+    with pytest.raises(ModelNotFoundError):
+        service.voices("nope")
