@@ -3,11 +3,24 @@ from __future__ import annotations
 import pytest
 
 from talkies import engines
+from talkies.registry import ModelSpec
+from talkies.settings import Settings
 
 
 @pytest.fixture(autouse=True)
 def _engine_isolation(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
-    """`--engine-isolation=MODE`: the whole API suite with every engine in worker processes, or none."""
+    """`--engine-isolation=MODE`: the API suite with every engine in worker processes, or none.
+
+    A test that chose isolation itself (a registry `isolation` field, or `engine_isolation` passed to its
+    settings) keeps its choice."""
     mode = request.config.getoption("--engine-isolation")
-    if mode is not None:
-        monkeypatch.setattr(engines, "isolation_for", lambda spec, settings: mode)
+    if mode is None:
+        return
+    chosen = engines.isolation_for
+
+    def forced(spec: ModelSpec, settings: Settings) -> str:
+        if spec.isolation is not None or "engine_isolation" in settings.model_fields_set:
+            return chosen(spec, settings)
+        return str(mode)
+
+    monkeypatch.setattr(engines, "isolation_for", forced)
