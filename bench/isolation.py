@@ -10,8 +10,9 @@ the engine in a worker process and once in-process.
 
 latency: the same model loaded twice in this process, in-process and behind a ProcessEngine, requests
 alternating between the two in ABBA order (so drift, neighbours' load and order effects hit both alike),
---runs each; medians, and the median of the paired differences (process minus in-process); 0.3 s pause before each timed request so
-that neither side runs while the other's threads still spin. Requests: a 5 s transcription on a
+--runs each; medians, and the median of the paired differences (process minus in-process); a 0.3 s
+pause before each timed request, so that neither side runs while the other's threads still spin.
+Requests: a 5 s transcription on a
 whisper-tiny-shaped model (random weights, decoding bounded to a fixed number of tokens) and a short
 synthesis on every TTS engine built here. `echo` is a test engine that does no work, so its figures are
 the boundary alone (request pickling, shared memory for the audio, two pipe hops, result unpickling).
