@@ -23,10 +23,12 @@ run: $(STAMP)
 	$(VENV)/bin/talkies serve
 
 # The whole suite (engines in worker processes where the registry/executor default says so), then the
-# API suite again with every engine in the server process (TALKIES_ENGINE_ISOLATION=inprocess).
+# API suite again with every engine in the server process, and once more with every engine (the
+# weight-free ones too) in a worker process: the isolation mode must never change what the API does.
 test: $(STAMP)
 	$(PY) -m pytest tests
 	$(PY) -m pytest tests/api --engine-isolation=inprocess
+	$(PY) -m pytest tests/api --engine-isolation=process
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests bench
