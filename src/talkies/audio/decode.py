@@ -33,6 +33,7 @@ MAX_SECONDS_VAR = "TALKIES_MAX_AUDIO_SECONDS"
 _REFERENCING_FORMATS = frozenset({"hls", "concat", "image2", "dash", "tee", "ffconcat"})
 # Only the upload itself may be opened; nested opens inherit this whitelist.
 _OPEN_OPTIONS = {"protocol_whitelist": "file"}
+_INITIAL_SECONDS_CAP = 1800.0
 
 
 @dataclass(frozen=True)
@@ -76,17 +77,29 @@ def _decode(path: Path, sample_rate: int, max_seconds: float | None,
     with _open(path) as container:
         stream = _audio_stream(container)
         duration = _header_duration(container, stream)
-        if max_seconds is not None and duration is not None and duration > max_seconds + 0.5:
+        # Headers may estimate (MP3 without a Xing frame): reject early only when clearly over; the
+        # decoded sample count below is the exact check.
+        if max_seconds is not None and duration is not None and duration > 1.1 * max_seconds + 1.0:
             raise _too_long(duration, max_seconds)
         channels = stream.codec_context.channels if split_channels else 1
         # Planar float keeps channels apart; packed mono makes swresample downmix.
         resampler = av.AudioResampler(format="fltp" if split_channels else "flt",
                                       layout=None if split_channels else "mono", rate=sample_rate)
-        buffer = _Buffer(channels, int((duration or 10.0) * sample_rate) + sample_rate)
+        # The header's duration sizes the buffer, but a lying header must not allocate gigabytes.
+        expected = min(duration or 10.0, max_seconds or _INITIAL_SECONDS_CAP, _INITIAL_SECONDS_CAP)
+        buffer = _Buffer(channels, int(expected * sample_rate) + sample_rate)
+        last_error: str | None = None
         try:
-            for frame in container.decode(stream):
-                for out in resampler.resample(frame):
-                    buffer.append(out.to_ndarray())
+            for packet in container.demux(stream):
+                try:
+                    frames = packet.decode()
+                except av.InvalidDataError as exc:
+                    # Like the ffmpeg CLI: a damaged packet is skipped, the rest still decodes.
+                    last_error = _reason(exc)
+                    continue
+                for frame in frames:
+                    for out in resampler.resample(frame):
+                        buffer.append(out.to_ndarray())
                 if limit is not None and buffer.size > limit:
                     raise _too_long(buffer.size / sample_rate, max_seconds or 0.0)
             for out in resampler.resample(None):
@@ -99,7 +112,8 @@ def _decode(path: Path, sample_rate: int, max_seconds: float | None,
     if limit is not None and buffer.size > limit:
         raise _too_long(buffer.size / sample_rate, max_seconds or 0.0)
     if buffer.size == 0:
-        raise InvalidAudioError("could not decode audio: the audio stream holds no samples", param="file")
+        reason = last_error or "the audio stream holds no samples"
+        raise InvalidAudioError(f"could not decode audio: {reason}", param="file")
     return buffer.channels()
 
 
