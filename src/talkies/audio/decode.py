@@ -125,7 +125,8 @@ class _Buffer:
         self.size = 0
 
     def append(self, block: npt.NDArray[Any]) -> None:
-        block = block.reshape(self._data.shape[0], -1)
+        if block.ndim != 2 or block.shape[0] != self._data.shape[0]:
+            raise ValueError("the channel count changed mid-stream")
         end = self.size + block.shape[1]
         if end > self._data.shape[1]:
             grown = np.empty((self._data.shape[0], max(end, 2 * self._data.shape[1])), dtype=np.float32)
@@ -135,8 +136,10 @@ class _Buffer:
         self.size = end
 
     def channels(self) -> list[npt.NDArray[np.float32]]:
-        # Copies so the result does not pin the over-allocated buffer.
-        return [np.ascontiguousarray(row[: self.size]) for row in self._data]
+        if self._data.shape[1] - self.size <= self.size // 8 + 16_000:
+            # Nearly full (sized from the header): views, so a long file is not held twice in memory.
+            return [row[: self.size] for row in self._data]
+        return [row[: self.size].copy() for row in self._data]  # don't pin a mostly empty buffer
 
 
 def _open(path: Path) -> InputContainer:

@@ -154,3 +154,22 @@ def test_streamed_wav_with_unknown_sizes_decodes(tmp_path: Path) -> None:
     piped = tmp_path / "piped.wav"
     piped.write_bytes(bytes(header) + data)
     assert decode_audio(piped, max_seconds=10.0).size == 16_000
+
+
+def test_decoding_holds_about_one_copy_of_the_result(tmp_path: Path) -> None:
+    # Frames go straight into one buffer sized from the header: no list of small arrays followed by a
+    # concatenate (which peaks at twice the result), no second copy at the end.
+    import tracemalloc
+
+    from talkies.audio.encode import encode_speech
+
+    long_clip = tmp_path / "long.flac"
+    long_clip.write_bytes(encode_speech([tone(300, 60.0, 16_000, amplitude=0.3)], "flac", 16_000))
+    tracemalloc.start()
+    try:
+        pcm = decode_audio(long_clip)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert pcm.size == 60 * 16_000
+    assert peak < 1.4 * pcm.nbytes
