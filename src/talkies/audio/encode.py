@@ -63,10 +63,16 @@ def normalize_speech_format(name: str | None) -> str:
 
 
 def to_int16(pcm: npt.NDArray[np.floating[Any]]) -> npt.NDArray[np.int16]:
-    """Float in [-1, 1] -> int16, clipping anything outside instead of wrapping around."""
-    scaled = np.clip(np.asarray(pcm, dtype=np.float32), -1.0, 1.0) * 32767.0
+    """Float in [-1, 1] -> int16, clipping anything outside instead of wrapping around (NaN -> 0)."""
+    scaled = _clean(pcm) * 32767.0
     rounded: npt.NDArray[np.int16] = np.rint(scaled).astype(np.int16)
     return rounded
+
+
+def _clean(pcm: npt.NDArray[np.floating[Any]]) -> npt.NDArray[np.float32]:
+    # A misbehaving model can emit NaN / inf; encoders must get finite samples in [-1, 1].
+    finite = np.nan_to_num(np.asarray(pcm, dtype=np.float32), nan=0.0, posinf=1.0, neginf=-1.0)
+    return np.clip(finite, -1.0, 1.0)
 
 
 def wav_header(data_bytes: int, sample_rate: int = TTS_SAMPLE_RATE, channels: int = 1) -> bytes:
@@ -130,7 +136,7 @@ class SpeechEncoder:
             raise RuntimeError("SpeechEncoder.feed() after finish()")
         samples = np.asarray(pcm, dtype=np.float32).reshape(-1)
         if self._muxer is not None:
-            return self._muxer.feed(np.clip(samples, -1.0, 1.0))
+            return self._muxer.feed(_clean(samples))
         data = to_int16(samples).tobytes()
         if self.streams:  # pcm
             return data
@@ -153,8 +159,15 @@ class SpeechEncoder:
     def close(self) -> None:
         """Release the encoder without producing output (client went away, synthesis failed)."""
         self._finished = True
+        self._held.clear()
         if self._muxer is not None:
             self._muxer.close()
+
+    def __enter__(self) -> SpeechEncoder:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
 
 def encode_speech(chunks: Iterable[npt.NDArray[np.floating[Any]]], fmt: str,

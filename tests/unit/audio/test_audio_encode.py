@@ -88,6 +88,22 @@ def test_float_to_int16_clips_instead_of_wrapping() -> None:
     assert to_int16(pcm).tolist() == [0, 16384, 32767, 32767, -32767, -32767, 0]
 
 
+def test_non_finite_samples_become_silence_or_full_scale(tmp_path: Path) -> None:
+    pcm = np.array([np.nan, np.inf, -np.inf, 0.25], dtype=np.float32)
+    assert to_int16(pcm).tolist() == [0, 32767, -32767, 8192]
+    nan_block = np.full(2400, np.nan, np.float32)
+    assert not decode_back(tmp_path, encode_speech([nan_block], "flac"), "flac").any()
+    assert not decode_back(tmp_path, encode_speech([nan_block], "opus"), "opus").any()
+
+
+def test_encoder_as_context_manager() -> None:
+    with SpeechEncoder("opus") as encoder:
+        head = encoder.feed(TONE)
+    assert head[:4] == b"OggS"
+    with pytest.raises(RuntimeError):
+        encoder.feed(TONE)
+
+
 def test_flac_magic(tmp_path: Path) -> None:
     body = encode_speech(chunks(TONE), "flac")
     assert body[:4] == b"fLaC"
