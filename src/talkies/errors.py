@@ -25,6 +25,7 @@ TalkiesError                     500  anything unexpected from the server itself
 │       └── LoadTimeoutError
 ├── EngineError                  500  an engine failed while serving a request
 │   └── WorkerCrashedError            the engine's worker process died
+├── ClientDisconnectedError      499  the client went away; its work was cancelled
 └── ConfigError                       bad settings or registry: start-up stops (never an HTTP answer)
 """
 
@@ -135,6 +136,10 @@ class EngineError(TalkiesError):
 
 
 class WorkerCrashedError(EngineError):
+    pass
+
+
+class ClientDisconnectedError(TalkiesError):
     pass
 
 

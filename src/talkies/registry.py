@@ -152,7 +152,5 @@ def load_registry(path: Path, enabled: tuple[str, ...] = ()) -> Registry:
         models = {slug: catalog[slug] for slug in dict.fromkeys(enabled)}
     else:
         models = catalog
-    groups = {
-        name: frozenset(m for m in g.members if m in models) for name, g in parsed.groups.items()
-    }
+    groups = {name: frozenset(m for m in g.members if m in models) for name, g in parsed.groups.items()}
     return Registry(path=path, models=models, groups={k: v for k, v in groups.items() if len(v) > 1})

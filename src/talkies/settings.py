@@ -45,10 +45,7 @@ def parse_duration(value: object) -> float:
 def _split_csv(value: object) -> tuple[str, ...]:
     if value is None:
         return ()
-    if isinstance(value, list | tuple):
-        items = [str(v) for v in value]
-    else:
-        items = str(value).split(",")
+    items = [str(v) for v in value] if isinstance(value, list | tuple) else str(value).split(",")
     return tuple(item.strip() for item in items if item.strip())
 
 
@@ -157,7 +154,7 @@ class Settings(BaseSettings):
         return self.data_dir / "files"
 
 
-def _describe(error: dict[str, Any]) -> str:
+def _describe(error: Any) -> str:
     field = str(error["loc"][0]) if error["loc"] else "?"
     var = f"TALKIES_{field.upper()}"
     value = os.environ.get(var, error.get("input"))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, cast
 
@@ -16,6 +17,7 @@ from talkies.engines.base import Engine, EngineContext, Modality
 
 if TYPE_CHECKING:
     from talkies.registry import ModelSpec
+    from talkies.settings import Settings
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,7 +35,9 @@ class ExecutorInfo:
 EXECUTORS: dict[str, ExecutorInfo] = {
     info.name: info
     for info in (
-        ExecutorInfo("whisper", "asr", "talkies.engines.whisper:WhisperEngine", "whisper", ("faster_whisper",)),
+        ExecutorInfo(
+            "whisper", "asr", "talkies.engines.whisper:WhisperEngine", "whisper", ("faster_whisper",)
+        ),
         ExecutorInfo("parakeet", "asr", None, "nemo", ("nemo",)),
         ExecutorInfo("parakeet_cpp", "asr", None),
         ExecutorInfo("canary_multitask", "asr", None, "nemo", ("nemo",)),
@@ -47,7 +51,9 @@ EXECUTORS: dict[str, ExecutorInfo] = {
             needs_repo=False,
             isolation="inprocess",
         ),
-        ExecutorInfo("kokoro", "tts", "talkies.engines.kokoro:KokoroEngine", "kokoro", ("kokoro", "misaki", "torch")),
+        ExecutorInfo(
+            "kokoro", "tts", "talkies.engines.kokoro:KokoroEngine", "kokoro", ("kokoro", "misaki", "torch")
+        ),
         ExecutorInfo(
             "kokoro_nvidia",
             "tts",
@@ -94,3 +100,40 @@ def create_engine(spec: ModelSpec, context: EngineContext) -> Engine:
     """Construct (not load) the engine for `spec`. Cheap: no weights, no heavy imports."""
     cls = engine_class(spec.executor)
     return cls(spec, context)  # type: ignore[call-arg]
+
+
+def isolation_for(spec: ModelSpec, settings: Settings) -> str:
+    """Where `spec` runs: its registry `isolation`, else "inprocess" for executors that hold no large
+    native memory, else TALKIES_ENGINE_ISOLATION."""
+    if spec.isolation is not None:
+        return spec.isolation
+    if EXECUTORS[spec.executor].isolation == "inprocess":
+        return "inprocess"
+    return settings.engine_isolation
+
+
+def make_engine_factory(settings: Settings) -> Callable[[ModelSpec, EngineContext], Engine]:
+    """The pool's engine factory: a `ProcessEngine` (talkies.engines.host) or the engine itself."""
+    if settings.engine_isolation == "process":
+        from talkies.engines.host import start_helpers
+
+        start_helpers()  # part of the server's idle footprint, not of the first model's
+
+    def factory(spec: ModelSpec, context: EngineContext) -> Engine:
+        if isolation_for(spec, settings) == "inprocess":
+            return create_engine(spec, context)
+        from talkies.engines.host import ProcessEngine
+
+        target = EXECUTORS[spec.executor].target
+        if target is None:
+            raise LookupError(f"executor {spec.executor!r} is not built")
+        return ProcessEngine(
+            spec,
+            context,
+            target=target,
+            call_timeout=settings.engine_timeout,
+            # a little past the pool's own load timeout: the pool answers first, then the worker is killed
+            load_timeout=settings.load_timeout + 5.0,
+        )
+
+    return factory

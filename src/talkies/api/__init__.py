@@ -1,0 +1,1 @@
+"""HTTP surface: parses requests, calls services, maps domain errors and results to responses."""

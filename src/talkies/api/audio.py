@@ -1,0 +1,194 @@
+"""`POST /v1/audio/transcriptions`, `POST /v1/audio/speech`, `GET /v1/audio/voices`.
+
+Requests are parsed and validated here, then handed to the services on app.state; responses are
+mapped back. The transcription form is read by `talkies.api.uploads` (streamed to disk, 413 while
+reading), then validated with a pydantic model so a wrong type answers FastAPI's usual 422.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal, cast
+
+import anyio.to_thread
+from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from talkies.api.cancel import cancel_on_disconnect
+from talkies.api.deps import SettingsDep, note_model
+from talkies.api.uploads import ReceivedForm, receive_form
+from talkies.errors import BadRequestError
+from talkies.services.speech import SpeechOptions, SpeechService
+from talkies.services.transcription import TranscriptionOptions, TranscriptionService
+
+router = APIRouter(tags=["audio"])
+
+
+def get_transcription_service(request: Request) -> TranscriptionService:
+    return cast(TranscriptionService, request.app.state.transcription)
+
+
+def get_speech_service(request: Request) -> SpeechService:
+    return cast(SpeechService, request.app.state.speech)
+
+
+TranscriptionDep = Annotated[TranscriptionService, Depends(get_transcription_service)]
+SpeechDep = Annotated[SpeechService, Depends(get_speech_service)]
+
+
+class TranscriptionForm(BaseModel):
+    """The multipart fields of the contract's table (the `file` part is handled by the upload reader)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    model: str = Field(min_length=1)
+    file_path: str | None = None
+    language: str | None = None
+    response_format: str | None = None
+    timestamp_granularities: list[Literal["word", "segment"]] = []
+    prompt: str | None = None
+    temperature: float | None = Field(None, ge=0.0, le=2.0)
+    diarization: bool = False
+
+    @field_validator("language", "response_format", "prompt", "file_path", mode="before")
+    @classmethod
+    def _blank_is_none(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and not value.strip() else value
+
+
+def parse_transcription_form(form: ReceivedForm) -> TranscriptionForm:
+    raw: dict[str, Any] = {k: v[-1] for k, v in form.fields.items() if v}
+    grains = form.fields.get("timestamp_granularities[]", []) + form.fields.get("timestamp_granularities", [])
+    raw["timestamp_granularities"] = grains
+    try:
+        return TranscriptionForm.model_validate(raw)
+    except ValidationError as exc:
+        errors = [{**err, "loc": ("body", *err["loc"])} for err in exc.errors(include_url=False)]
+        raise RequestValidationError(errors) from None
+
+
+async def resolve_file_path(request: Request, file_path: str) -> Path:
+    """Where `file_path` (a staged /v1/files path or a URL) lives on disk.
+
+    An app that serves `/v1/files` puts a resolver on `app.state.resolve_file_path`."""
+    resolver = getattr(request.app.state, "resolve_file_path", None)
+    if resolver is None:
+        raise BadRequestError("file_path is not supported by this server; upload a 'file'", param="file_path")
+    return cast(Path, await resolver(file_path))
+
+
+_TRANSCRIPTION_FORM_DOC: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["model"],
+                    "properties": {
+                        "file": {"type": "string", "format": "binary"},
+                        **{
+                            name: {"type": "string"}
+                            for name in ("file_path", "model", "language", "response_format", "prompt")
+                        },
+                        "timestamp_granularities[]": {
+                            "type": "array",
+                            "items": {"type": "string", "enum": ["word", "segment"]},
+                        },
+                        "temperature": {"type": "number"},
+                        "diarization": {"type": "boolean"},
+                    },
+                }
+            }
+        },
+    }
+}
+
+
+@router.post("/v1/audio/transcriptions", openapi_extra=_TRANSCRIPTION_FORM_DOC)
+async def create_transcription(
+    request: Request, settings: SettingsDep, service: TranscriptionDep
+) -> Response:
+    async with receive_form(
+        request, max_file_bytes=settings.max_upload_bytes, tmp_dir=settings.data_dir / "tmp"
+    ) as form:
+        fields = parse_transcription_form(form)
+        note_model(request, fields.model)
+        upload = form.files.get("file")
+        if upload is not None and fields.file_path:
+            raise BadRequestError("send either 'file' or 'file_path', not both", param="file")
+        options = TranscriptionOptions(
+            model=fields.model,
+            response_format=fields.response_format,
+            language=fields.language,
+            prompt=fields.prompt,
+            temperature=fields.temperature,
+            diarization=fields.diarization,
+        )
+        service.validate(options)
+        if upload is not None:
+            path = upload.path
+        elif fields.file_path:
+            path = await resolve_file_path(request, fields.file_path)
+        else:
+            raise BadRequestError("no audio: send a 'file' (or a 'file_path')", param="file")
+        transcript = await cancel_on_disconnect(request, service.transcribe_file(path, options))
+    return Response(transcript.body, media_type=transcript.content_type)
+
+
+class SpeechBody(BaseModel):
+    """`POST /v1/audio/speech`; unknown keys are ignored, as OpenAI's SDKs may send more."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    model: str = Field(min_length=1)
+    input: str
+    voice: str | None = None
+    response_format: str | None = None
+    speed: float = 1.0
+    instructions: str | None = None
+    language: str | None = None
+    temperature: float | None = Field(None, ge=0.0, le=2.0)
+    top_k: int | None = Field(None, ge=1, le=1000)
+    top_p: float | None = Field(None, ge=0.0, le=1.0)
+    repetition_penalty: float | None = Field(None, ge=0.5, le=2.0)
+    max_new_tokens: int | None = Field(None, ge=1, le=2048)
+    do_sample: bool | None = None
+
+
+_SAMPLING_KNOBS = ("temperature", "top_k", "top_p", "repetition_penalty", "max_new_tokens", "do_sample")
+
+
+@router.post("/v1/audio/speech")
+async def create_speech(body: SpeechBody, request: Request, service: SpeechDep) -> StreamingResponse:
+    note_model(request, body.model)
+    extra = {k: getattr(body, k) for k in _SAMPLING_KNOBS if getattr(body, k) is not None}
+    options = SpeechOptions(
+        model=body.model,
+        input=body.input,
+        voice=body.voice,
+        response_format=body.response_format,
+        speed=body.speed,
+        instructions=body.instructions,
+        language=body.language,
+        extra=extra,
+    )
+    plan = await anyio.to_thread.run_sync(service.validate, options)  # a catalog may read disk
+    stream = await cancel_on_disconnect(request, service.open_stream(plan))
+    return StreamingResponse(stream, media_type=plan.content_type)
+
+
+@router.get("/v1/audio/voices")
+async def list_voices(
+    service: SpeechDep, model: Annotated[str | None, Query()] = None
+) -> dict[str, list[dict[str, Any]]]:
+    entries = await anyio.to_thread.run_sync(service.voices, model)
+    voices = []
+    for entry in entries:
+        item: dict[str, Any] = {"voice": entry.voice, "model": entry.model, "default": entry.default}
+        if entry.origin is not None:
+            item["origin"] = entry.origin
+        voices.append(item)
+    return {"voices": voices}

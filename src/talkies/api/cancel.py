@@ -1,0 +1,43 @@
+"""Cancel a request's work when its client goes away (after the body has been read)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable
+from typing import TypeVar
+
+from fastapi import Request
+
+from talkies.errors import ClientDisconnectedError
+
+T = TypeVar("T")
+
+
+async def cancel_on_disconnect(request: Request, work: Awaitable[T]) -> T:
+    """Await `work`; if an `http.disconnect` arrives first, cancel it and raise ClientDisconnectedError.
+
+    Call only once the request body has been consumed: from then on the ASGI receive channel carries
+    nothing but the disconnect, so a queued request leaves the model's queue as soon as its client does.
+    """
+    task = asyncio.ensure_future(work)
+
+    async def watch() -> None:
+        while True:
+            message = await request.receive()
+            if message["type"] == "http.disconnect":
+                return
+
+    watcher = asyncio.ensure_future(watch())
+    try:
+        done, _ = await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+        if task in done:
+            return task.result()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
+        raise ClientDisconnectedError("client disconnected; the request was cancelled")
+    finally:
+        watcher.cancel()
+        if not task.done():
+            task.cancel()

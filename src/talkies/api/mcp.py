@@ -1,0 +1,314 @@
+"""The MCP endpoint at `/v1/mcp`: Streamable HTTP via the official `mcp` package, same services as HTTP.
+
+The MCP server is stateless and answers plain JSON (no session state to lose behind a load balancer, nothing
+held between calls). It is added as a plain route, not a mount, so the bare path `/v1/mcp` answers without a
+307 to `/v1/mcp/`, and it sits behind the app's bearer-auth middleware like every other route. Tools call
+the same services and pool as the HTTP routes, so limits, queueing and eviction are shared. A domain error
+becomes an MCP tool error (`isError: true`) carrying the same message the HTTP API would answer.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import contextlib
+import functools
+import logging
+import secrets
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
+
+import anyio.to_thread
+from fastapi import FastAPI
+from starlette.routing import Route
+
+from talkies.audio.decode import probe_audio
+from talkies.engines.base import TTS_SAMPLE_RATE
+from talkies.errors import BadRequestError, PayloadTooLargeError, TalkiesError
+from talkies.pool import ModelPool
+from talkies.registry import Registry
+from talkies.services.downloads import Downloader, using_file_path
+from talkies.services.files import FileStore
+from talkies.services.speech import SpeechOptions, SpeechService
+from talkies.services.transcription import TranscriptionOptions, TranscriptionService
+
+if TYPE_CHECKING:
+    from mcp.server.mcpserver import MCPServer
+    from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
+
+MCP_PATH = "/v1/mcp"
+log = logging.getLogger(__name__)
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+def _tool_errors(fn: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
+    """Domain errors -> MCP tool errors with the message the HTTP API would give (and its status)."""
+    from mcp.server.mcpserver.exceptions import ToolError
+
+    from talkies.api.errors import status_for
+
+    @functools.wraps(fn)
+    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+        try:
+            return await fn(*args, **kwargs)
+        except TalkiesError as exc:
+            status, _ = status_for(exc)
+            raise ToolError(f"{exc.message} (HTTP {status})") from None
+
+    return wrapper
+
+
+class _Tools:
+    """The tool implementations; `app.state` is read per call (services are built in the lifespan)."""
+
+    def __init__(self, app: FastAPI) -> None:
+        self.app = app
+
+    @property
+    def files(self) -> FileStore:
+        return self.app.state.files  # type: ignore[no-any-return]
+
+    @property
+    def downloads(self) -> Downloader:
+        return self.app.state.downloads  # type: ignore[no-any-return]
+
+    @property
+    def pool(self) -> ModelPool:
+        return self.app.state.pool  # type: ignore[no-any-return]
+
+    @property
+    def registry(self) -> Registry:
+        return self.app.state.registry  # type: ignore[no-any-return]
+
+    async def list_models(self) -> dict[str, Any]:
+        """Every configured model, ASR and TTS, with its modality and whether it is loaded now."""
+        models = []
+        for spec in self.registry.models.values():
+            reason = self.pool.unavailable_reason(spec.slug)
+            models.append({
+                "slug": spec.slug,
+                "modality": spec.modality,
+                "executor": spec.executor,
+                "default_source_lang": spec.default_source_lang,
+                "default_target_lang": spec.default_target_lang,
+                "default_task": spec.default_task if spec.modality == "asr" else None,
+                "default_voice": spec.default_voice,
+                "languages": list(spec.languages),
+                "loaded": self.pool.is_loaded(spec.slug),
+                "available": reason is None,
+                "unavailable_reason": reason,
+            })
+        return {"models": models}
+
+    async def list_files(self) -> dict[str, Any]:
+        return {"files": await self.files.list()}
+
+    async def put_file(self, path: str, content_base64: str) -> dict[str, Any]:
+        cap = self.files.max_upload_bytes
+        if len(content_base64) > 4 * (cap // 3 + 1) + 8:  # refused before decoding a byte
+            raise PayloadTooLargeError(f"decoded content exceeds TALKIES_MAX_UPLOAD_BYTES ({cap} bytes)")
+        data = await anyio.to_thread.run_sync(_decode_base64, content_base64)
+        return await anyio.to_thread.run_sync(self.files.put_bytes_sync, path, data)
+
+    async def get_file(self, path: str) -> dict[str, Any]:
+        opened = await self.files.open_for_read(path)
+        cap = self.files.max_upload_bytes
+        if opened.size > cap:
+            opened.close()
+            raise PayloadTooLargeError(
+                f"{path} is {opened.size} bytes, over TALKIES_MAX_UPLOAD_BYTES ({cap} bytes); "
+                f"fetch it with GET /v1/files/{path.removeprefix('/')} instead"
+            )
+        encoded = await anyio.to_thread.run_sync(lambda: base64.b64encode(opened.read_all()).decode("ascii"))
+        return {"path": path.removeprefix("/"), "size": opened.size, "content_type": opened.content_type,
+                "content_base64": encoded}
+
+    async def delete_file(self, path: str) -> dict[str, Any]:
+        await self.files.delete(path)
+        return {"path": path.removeprefix("/"), "deleted": True}
+
+    @property
+    def transcription(self) -> TranscriptionService:
+        return self.app.state.transcription  # type: ignore[no-any-return]
+
+    @property
+    def speech(self) -> SpeechService:
+        return self.app.state.speech  # type: ignore[no-any-return]
+
+    async def transcribe(
+        self, file_path: str, model: str, language: str | None, response_format: str, diarization: bool
+    ) -> str:
+        options = TranscriptionOptions(
+            model=model, response_format=response_format, language=language, diarization=diarization
+        )
+        self.transcription.validate(options)  # unknown model, wrong modality, bad format: before any fetch
+        async with using_file_path(file_path, files=self.files, downloads=self.downloads) as path:
+            transcript = await self.transcription.transcribe_file(path, options)
+        return transcript.body
+
+    async def speak(
+        self, text: str, model: str, voice: str | None, response_format: str, speed: float, path: str | None
+    ) -> dict[str, Any]:
+        options = SpeechOptions(model=model, input=text, voice=voice, response_format=response_format,
+                                speed=speed)
+        plan = await anyio.to_thread.run_sync(self.speech.validate, options)
+        target = path or f"speech/{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}.{plan.format}"
+        writer = await anyio.to_thread.run_sync(self.files.begin_write, target)
+        size = 0
+        try:
+            async for chunk in self.speech.stream(plan):  # straight to disk, never the whole clip in memory
+                size += len(chunk)
+                await anyio.to_thread.run_sync(writer.write, chunk)
+            await anyio.to_thread.run_sync(writer.commit)
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(writer.abort)
+            raise
+        staged = self.files.resolve(target)
+        if plan.format == "pcm":
+            duration = size / (2 * TTS_SAMPLE_RATE)  # 16-bit mono
+        else:
+            duration = (await anyio.to_thread.run_sync(probe_audio, staged)).duration
+        return {"path": staged.relative_to(self.files.root).as_posix(), "format": plan.format,
+                "content_type": plan.content_type, "size": size, "duration": round(duration, 3)}
+
+    async def list_voices(self, model: str | None) -> dict[str, Any]:
+        entries = await anyio.to_thread.run_sync(self.speech.voices, model)
+        return {"voices": [
+            {"voice": e.voice, "model": e.model, "default": e.default, "origin": e.origin} for e in entries
+        ]}
+
+
+def _decode_base64(text: str) -> bytes:
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        message = f"content_base64 is not valid base64: {exc}"
+        raise BadRequestError(message, param="content_base64") from None
+
+
+def build_mcp_server(app: FastAPI) -> MCPServer:
+    """The MCP server with talkies' eight tools bound to `app`'s services."""
+    from mcp.server.mcpserver import MCPServer
+    from mcp_types import ToolAnnotations
+
+    tools = _Tools(app)
+    server: MCPServer = MCPServer(
+        name="talkies",
+        instructions=(
+            "Speech tools: transcribe audio (a staged path or an http(s) URL) and synthesize speech into the "
+            "staging area. Stage files with put_file, or over HTTP with PUT /v1/files/{path} for big ones."
+        ),
+    )
+    read_only = ToolAnnotations(read_only_hint=True)
+
+    @server.tool(annotations=read_only)
+    @_tool_errors
+    async def list_models() -> dict[str, Any]:
+        """List the configured models, speech-to-text (modality "asr") and text-to-speech ("tts"), with
+        their executor, default languages / task / voice, and whether each is loaded right now."""
+        return await tools.list_models()
+
+    @server.tool()
+    @_tool_errors
+    async def transcribe(
+        file_path: str,
+        model: str,
+        language: str | None = None,
+        response_format: str = "json",
+        diarization: bool = False,
+    ) -> str:
+        """Transcribe audio. `file_path` is a path in the staging area (see list_files / put_file) or an
+        http(s) URL (downloaded once and cached server-side). `response_format`: json, verbose_json, text,
+        srt or vtt; JSON formats come back as a JSON-encoded string, the others raw. `diarization` needs a
+        stereo file (left/right channels become speakers L/R)."""
+        return await tools.transcribe(file_path, model, language, response_format, diarization)
+
+    @server.tool(annotations=read_only)
+    @_tool_errors
+    async def list_files() -> dict[str, Any]:
+        """List staged files: path, size in bytes, modified time (UTC)."""
+        return await tools.list_files()
+
+    @server.tool()
+    @_tool_errors
+    async def put_file(path: str, content_base64: str) -> dict[str, Any]:
+        """Stage a file at `path` (relative to the staging root) from base64 content. The decoded size is
+        capped at TALKIES_MAX_UPLOAD_BYTES; for big files use PUT /v1/files/{path} over HTTP instead."""
+        return await tools.put_file(path, content_base64)
+
+    @server.tool(annotations=read_only)
+    @_tool_errors
+    async def get_file(path: str) -> dict[str, Any]:
+        """Read a staged file as base64, capped at TALKIES_MAX_UPLOAD_BYTES (big: GET /v1/files/{path})."""
+        return await tools.get_file(path)
+
+    @server.tool(annotations=ToolAnnotations(destructive_hint=True))
+    @_tool_errors
+    async def delete_file(path: str) -> dict[str, Any]:
+        """Delete a staged file and prune its empty parent directories (never the staging root)."""
+        return await tools.delete_file(path)
+
+    @server.tool()
+    @_tool_errors
+    async def speak(
+        text: str,
+        model: str,
+        voice: str | None = None,
+        response_format: str = "wav",
+        speed: float = 1.0,
+        path: str | None = None,
+    ) -> dict[str, Any]:
+        """Synthesize `text` with a text-to-speech model into the staging area. Returns the staged `path`
+        (default speech/<time>-<id>.<format>), its `format`, `size` and `duration` in seconds; read it
+        with get_file or GET /v1/files/{path}. `response_format`: wav, mp3, flac, opus, aac or pcm."""
+        return await tools.speak(text, model, voice, response_format, speed, path)
+
+    @server.tool(annotations=read_only)
+    @_tool_errors
+    async def list_voices(model: str | None = None) -> dict[str, Any]:
+        """List the voices of one text-to-speech model, or of every TTS model when `model` is omitted."""
+        return await tools.list_voices(model)
+
+    return server
+
+
+class McpEndpoint:
+    """The ASGI app behind `/v1/mcp`, plus the session manager the app's lifespan must run."""
+
+    def __init__(self, app: FastAPI) -> None:
+        from mcp.server.transport_security import TransportSecuritySettings
+
+        self.server = build_mcp_server(app)
+        # Stateless + JSON: every POST is self-contained. Host/Origin checks are left to the deployment
+        # (bearer auth, reverse proxy), as for every other talkies route.
+        self.server.streamable_http_app(
+            streamable_http_path=MCP_PATH,
+            stateless_http=True,
+            json_response=True,
+            transport_security=TransportSecuritySettings(enable_dns_rebinding_protection=False),
+        )
+        self.session_manager: StreamableHTTPSessionManager = self.server.session_manager
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        await self.session_manager.asgi_app(scope, receive, send)
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[None]:
+        async with self.session_manager.run():
+            yield
+
+
+def install_mcp(app: FastAPI) -> McpEndpoint | None:
+    """Route `/v1/mcp` (exact path) to the MCP endpoint; the caller runs `.running()` in its lifespan.
+    Without the `mcp` extra installed there is no endpoint (None)."""
+    try:
+        import mcp.server.mcpserver  # noqa: F401
+    except ImportError:
+        log.warning("the mcp package is not installed (pip install 'talkies[mcp]'): no /v1/mcp endpoint")
+        return None
+    endpoint = McpEndpoint(app)
+    app.router.routes.append(Route(MCP_PATH, endpoint=endpoint, methods=["GET", "POST", "DELETE"]))
+    return endpoint

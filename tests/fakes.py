@@ -1,0 +1,128 @@
+"""Engines that implement the Protocols without a model, for pool and API-shape tests only.
+
+They never count as testing an engine: real engines are tested on generated models in tests/engines/.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from talkies.engines.base import (
+    AudioChunk,
+    EngineContext,
+    Segment,
+    SpeechRequest,
+    TranscriptionRequest,
+    TranscriptionResult,
+    Voice,
+)
+from talkies.registry import ModelSpec
+
+
+@dataclass
+class FakeBehaviour:
+    """Knobs a test turns on one model's fake engine."""
+
+    load_delay: float = 0.0
+    load_error: Exception | None = None
+    unload_error: Exception | None = None
+    gate: threading.Event | None = None  # transcribe/synthesize block until set
+    loads: int = 0
+    unloads: int = 0
+    calls: int = 0
+    active: int = 0
+    max_active: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+class FakeEngine:
+    can_translate = True
+    batches_regions = False
+
+    def __init__(self, spec: ModelSpec, context: EngineContext, behaviour: FakeBehaviour) -> None:
+        self.spec = spec
+        self.context = context
+        self.behaviour = behaviour
+        self.loaded = False
+
+    def load(self) -> None:
+        b = self.behaviour
+        with b.lock:
+            b.loads += 1
+        if b.load_delay:
+            time.sleep(b.load_delay)
+        if b.load_error is not None:
+            raise b.load_error
+        self.loaded = True
+
+    def unload(self) -> None:
+        b = self.behaviour
+        with b.lock:
+            b.unloads += 1
+        self.loaded = False
+        if b.unload_error is not None:
+            raise b.unload_error
+
+    def _work(self) -> None:
+        b = self.behaviour
+        assert self.loaded, "engine used while not loaded"
+        with b.lock:
+            b.calls += 1
+            b.active += 1
+            b.max_active = max(b.max_active, b.active)
+        try:
+            if b.gate is not None:
+                b.gate.wait(10)
+            assert self.loaded, "engine unloaded under a running request"
+        finally:
+            with b.lock:
+                b.active -= 1
+
+    def transcribe(self, request: TranscriptionRequest) -> TranscriptionResult:
+        self._work()
+        duration = len(request.audio) / 16000
+        return TranscriptionResult(
+            text=" fake",
+            language=request.language or "en",
+            duration=duration,
+            segments=[Segment(0, duration, " fake")],
+        )
+
+    def voices(self) -> list[Voice]:
+        return [Voice("alpha", default=True), Voice("beta")]
+
+    def synthesize(self, request: SpeechRequest) -> Iterator[AudioChunk]:
+        self._work()
+        yield AudioChunk(np.zeros(2400, dtype=np.float32), 24000)
+
+
+class FakeFactory:
+    """engine_factory for ModelPool / create_app: one FakeBehaviour per slug."""
+
+    def __init__(self) -> None:
+        self.behaviours: dict[str, FakeBehaviour] = {}
+        self.engines: list[FakeEngine] = []
+
+    def __getitem__(self, slug: str) -> FakeBehaviour:
+        return self.behaviours.setdefault(slug, FakeBehaviour())
+
+    def __call__(self, spec: ModelSpec, context: EngineContext) -> FakeEngine:
+        engine = FakeEngine(spec, context, self[spec.slug])
+        self.engines.append(engine)
+        return engine
+
+
+class FakeClock:
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
