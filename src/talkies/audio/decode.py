@@ -33,6 +33,7 @@ MAX_SECONDS_VAR = "TALKIES_MAX_AUDIO_SECONDS"
 _REFERENCING_FORMATS = frozenset({"hls", "concat", "image2", "dash", "tee", "ffconcat"})
 # Only the upload itself may be opened; nested opens inherit this whitelist.
 _OPEN_OPTIONS = {"protocol_whitelist": "file"}
+_INITIAL_SECONDS_CAP = 1800.0
 
 
 @dataclass(frozen=True)
@@ -82,7 +83,9 @@ def _decode(
     with _open(path) as container:
         stream = _audio_stream(container)
         duration = _header_duration(container, stream)
-        if max_seconds is not None and duration is not None and duration > max_seconds + 0.5:
+        # Headers may estimate (MP3 without a Xing frame): reject early only when clearly over; the
+        # decoded sample count below is the exact check.
+        if max_seconds is not None and duration is not None and duration > 1.1 * max_seconds + 1.0:
             raise _too_long(duration, max_seconds)
         channels = stream.codec_context.channels if split_channels else 1
         # Planar float keeps channels apart; packed mono makes swresample downmix.
@@ -91,11 +94,21 @@ def _decode(
             layout=None if split_channels else "mono",
             rate=sample_rate,
         )
-        buffer = _Buffer(channels, int((duration or 10.0) * sample_rate) + sample_rate)
+        # The header's duration sizes the buffer, but a lying header must not allocate gigabytes.
+        expected = min(duration or 10.0, max_seconds or _INITIAL_SECONDS_CAP, _INITIAL_SECONDS_CAP)
+        buffer = _Buffer(channels, int(expected * sample_rate) + sample_rate)
+        last_error: str | None = None
         try:
-            for frame in container.decode(stream):
-                for out in resampler.resample(frame):
-                    buffer.append(out.to_ndarray())
+            for packet in container.demux(stream):
+                try:
+                    frames = packet.decode()
+                except av.InvalidDataError as exc:
+                    # Like the ffmpeg CLI: a damaged packet is skipped, the rest still decodes.
+                    last_error = _reason(exc)
+                    continue
+                for frame in frames:
+                    for out in resampler.resample(frame):
+                        buffer.append(out.to_ndarray())
                 if limit is not None and buffer.size > limit:
                     raise _too_long(buffer.size / sample_rate, max_seconds or 0.0)
             for out in resampler.resample(None):
@@ -107,7 +120,8 @@ def _decode(
     if limit is not None and buffer.size > limit:
         raise _too_long(buffer.size / sample_rate, max_seconds or 0.0)
     if buffer.size == 0:
-        raise InvalidAudioError("could not decode audio: the audio stream holds no samples", param="file")
+        reason = last_error or "the audio stream holds no samples"
+        raise InvalidAudioError(f"could not decode audio: {reason}", param="file")
     return buffer.channels()
 
 
@@ -119,7 +133,8 @@ class _Buffer:
         self.size = 0
 
     def append(self, block: npt.NDArray[Any]) -> None:
-        block = block.reshape(self._data.shape[0], -1)
+        if block.ndim != 2 or block.shape[0] != self._data.shape[0]:
+            raise ValueError("the channel count changed mid-stream")
         end = self.size + block.shape[1]
         if end > self._data.shape[1]:
             grown = np.empty((self._data.shape[0], max(end, 2 * self._data.shape[1])), dtype=np.float32)
@@ -129,8 +144,10 @@ class _Buffer:
         self.size = end
 
     def channels(self) -> list[npt.NDArray[np.float32]]:
-        # Copies so the result does not pin the over-allocated buffer.
-        return [np.ascontiguousarray(row[: self.size]) for row in self._data]
+        if self._data.shape[1] - self.size <= self.size // 8 + 16_000:
+            # Nearly full (sized from the header): views, so a long file is not held twice in memory.
+            return [row[: self.size] for row in self._data]
+        return [row[: self.size].copy() for row in self._data]  # don't pin a mostly empty buffer
 
 
 def _open(path: Path) -> InputContainer:

@@ -8,6 +8,7 @@ callers run it in a worker thread.
 
 from __future__ import annotations
 
+import io
 import struct
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Final, cast
@@ -62,10 +63,16 @@ def normalize_speech_format(name: str | None) -> str:
 
 
 def to_int16(pcm: npt.NDArray[np.floating[Any]]) -> npt.NDArray[np.int16]:
-    """Float in [-1, 1] -> int16, clipping anything outside instead of wrapping around."""
-    scaled = np.clip(np.asarray(pcm, dtype=np.float32), -1.0, 1.0) * 32767.0
+    """Float in [-1, 1] -> int16, clipping anything outside instead of wrapping around (NaN -> 0)."""
+    scaled = _clean(pcm) * 32767.0
     rounded: npt.NDArray[np.int16] = np.rint(scaled).astype(np.int16)
     return rounded
+
+
+def _clean(pcm: npt.NDArray[np.floating[Any]]) -> npt.NDArray[np.float32]:
+    # A misbehaving model can emit NaN / inf; encoders must get finite samples in [-1, 1].
+    finite = np.nan_to_num(np.asarray(pcm, dtype=np.float32), nan=0.0, posinf=1.0, neginf=-1.0)
+    return np.clip(finite, -1.0, 1.0)
 
 
 def wav_header(data_bytes: int, sample_rate: int = TTS_SAMPLE_RATE, channels: int = 1) -> bytes:
@@ -104,33 +111,37 @@ def resample(pcm: npt.NDArray[np.floating[Any]], from_rate: int, to_rate: int) -
 class SpeechEncoder:
     """Incremental encoder: `feed()` float32 mono chunks, send what it returns, then `finish()`.
 
-    mp3 / opus / aac / flac / pcm stream: bytes come back as soon as the encoder emits them. The muxer
-    writes to a sink that cannot seek, so FLAC's STREAMINFO carries no total sample count and MP3 has no
-    Xing index, exactly like a piped ffmpeg. `wav` is held back until `finish()` so that its RIFF and data
-    sizes are exact (a streamed WAV would have to declare 0xFFFFFFFF); `streams` is False for it.
+    With `stream=True` (the default), mp3 / opus / aac / flac / pcm bytes come back as soon as the encoder
+    emits them. The muxer then writes to a sink that cannot seek, so FLAC's STREAMINFO carries no total
+    sample count or MD5 and MP3 has no Xing/LAME frame (so decoders cannot trim the encoder delay), exactly
+    like a piped ffmpeg. `wav` is always held back until `finish()` so that its RIFF and data sizes are
+    exact (a streamed WAV would have to declare 0xFFFFFFFF); `streams` is False for it.
+
+    With `stream=False`, `feed()` returns nothing and `finish()` the whole body, which the muxer could
+    revisit: complete FLAC STREAMINFO, MP3 with a Xing/LAME frame.
     """
 
-    def __init__(self, fmt: str, sample_rate: int = TTS_SAMPLE_RATE) -> None:
+    def __init__(self, fmt: str, sample_rate: int = TTS_SAMPLE_RATE, *, stream: bool = True) -> None:
         self.format = normalize_speech_format(fmt)
         self.content_type = SPEECH_FORMATS[self.format]
         self.sample_rate = sample_rate
-        self.streams = self.format != "wav"
+        self.streams = stream and self.format != "wav"
         self._held: list[bytes] = []  # wav only
         self._held_bytes = 0
         self._pcm_samples = 0
         self._finished = False
         self._muxer: _Muxer | None = None
         if self.format in _CODECS:
-            self._muxer = _Muxer(self.format, sample_rate)
+            self._muxer = _Muxer(self.format, sample_rate, seekable=not stream)
 
     def feed(self, pcm: npt.NDArray[np.floating[Any]]) -> bytes:
         if self._finished:
             raise RuntimeError("SpeechEncoder.feed() after finish()")
         samples = np.asarray(pcm, dtype=np.float32).reshape(-1)
         if self._muxer is not None:
-            return self._muxer.feed(np.clip(samples, -1.0, 1.0))
+            return self._muxer.feed(_clean(samples))
         data = to_int16(samples).tobytes()
-        if self.format == "pcm":
+        if self.streams:  # pcm
             return data
         self._held.append(data)
         self._held_bytes += len(data)
@@ -142,24 +153,31 @@ class SpeechEncoder:
         self._finished = True
         if self._muxer is not None:
             return self._muxer.finish()
-        if self.format == "pcm":
-            return b""
         body = b"".join(self._held)
         self._held.clear()
+        if self.format == "pcm":
+            return body
         return wav_header(len(body), self.sample_rate) + body
 
     def close(self) -> None:
         """Release the encoder without producing output (client went away, synthesis failed)."""
         self._finished = True
+        self._held.clear()
         if self._muxer is not None:
             self._muxer.close()
+
+    def __enter__(self) -> SpeechEncoder:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
 
 def encode_speech(
     chunks: Iterable[npt.NDArray[np.floating[Any]]], fmt: str, sample_rate: int = TTS_SAMPLE_RATE
 ) -> bytes:
     """Encode a whole utterance into one response body."""
-    encoder = SpeechEncoder(fmt, sample_rate)
+    encoder = SpeechEncoder(fmt, sample_rate, stream=False)
     parts: list[bytes] = []
     try:
         parts.extend(encoder.feed(chunk) for chunk in chunks)
@@ -185,8 +203,19 @@ class _Sink:
         return data
 
 
+class _SeekableSink(io.BytesIO):
+    """The whole body in memory; muxers may seek back to complete headers. Handed out at the end."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.complete = False
+
+    def take(self) -> bytes:
+        return self.getvalue() if self.complete else b""
+
+
 class _Muxer:
-    def __init__(self, fmt: str, sample_rate: int) -> None:
+    def __init__(self, fmt: str, sample_rate: int, *, seekable: bool) -> None:
         import av
 
         muxer, codec, bit_rate, options = _CODECS[fmt]
@@ -194,7 +223,7 @@ class _Muxer:
         if codec == "libopus" and rate not in _OPUS_RATES:
             rate = 48_000
         self._rate_in = sample_rate
-        self._sink = _Sink()
+        self._sink: _Sink | _SeekableSink = _SeekableSink() if seekable else _Sink()
         self._pts = 0
         try:
             self._container: OutputContainer = av.open(
@@ -228,6 +257,8 @@ class _Muxer:
             self._encode(self._resampler.resample(None))
             self._mux(self._stream.encode(None))
             self._container.close()
+            if isinstance(self._sink, _SeekableSink):
+                self._sink.complete = True
         except av.FFmpegError as exc:
             raise EngineError(f"audio encoding failed: {exc}") from exc
         return self._sink.take()

@@ -134,7 +134,7 @@ def split_long_region(
     if end - start <= max_windows:
         return [(start, end)]
     inner = np.asarray(probabilities[start + 1 : end - 1], dtype=np.float64)
-    cut_start, cut_end = _longest_silence(inner, threshold)
+    cut_start, cut_end = _longest_silence(inner, threshold) if inner.size else (0, 0)
     cut_start += start + 1
     cut_end += start + 1
     return split_long_region(probabilities, start, cut_start, max_windows, threshold) + split_long_region(

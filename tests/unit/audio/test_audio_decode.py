@@ -143,3 +143,47 @@ def test_decode_channels_of_mono_is_one_channel(speech_wav: Path) -> None:
 
 def test_decode_other_rate(stereo_wav: Path) -> None:
     assert decode_audio(stereo_wav, sample_rate=8000).size == 8000
+
+
+def test_damaged_packets_are_skipped_like_the_ffmpeg_cli(tmp_path: Path) -> None:
+    from talkies.audio.encode import encode_speech
+
+    body = bytearray(encode_speech([tone(440, 3.0, 24_000)], "mp3"))
+    rng = np.random.default_rng(0)
+    for offset in range(len(body) // 3, len(body) // 3 + 5000, 500):
+        body[offset : offset + 40] = rng.bytes(40)
+    damaged = tmp_path / "damaged.mp3"
+    damaged.write_bytes(bytes(body))
+    pcm = decode_audio(damaged)
+    assert 2.0 * 16_000 < pcm.size < 3.2 * 16_000
+
+
+def test_streamed_wav_with_unknown_sizes_decodes(tmp_path: Path) -> None:
+    # What `ffmpeg ... -f wav -` writes to a pipe: RIFF and data sizes of 0xFFFFFFFF.
+    from talkies.audio.encode import to_int16, wav_header
+
+    data = to_int16(tone(440, 1.0, 16_000)).tobytes()
+    header = bytearray(wav_header(len(data), 16_000))
+    header[4:8] = header[40:44] = b"\xff\xff\xff\xff"
+    piped = tmp_path / "piped.wav"
+    piped.write_bytes(bytes(header) + data)
+    assert decode_audio(piped, max_seconds=10.0).size == 16_000
+
+
+def test_decoding_holds_about_one_copy_of_the_result(tmp_path: Path) -> None:
+    # Frames go straight into one buffer sized from the header: no list of small arrays followed by a
+    # concatenate (which peaks at twice the result), no second copy at the end.
+    import tracemalloc
+
+    from talkies.audio.encode import encode_speech
+
+    long_clip = tmp_path / "long.flac"
+    long_clip.write_bytes(encode_speech([tone(300, 60.0, 16_000, amplitude=0.3)], "flac", 16_000))
+    tracemalloc.start()
+    try:
+        pcm = decode_audio(long_clip)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert pcm.size == 60 * 16_000
+    assert peak < 1.4 * pcm.nbytes

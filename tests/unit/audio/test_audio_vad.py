@@ -244,3 +244,11 @@ def test_options_from_settings() -> None:
     assert VadOptions.from_settings(settings) == VadOptions(
         threshold=0.4, min_silence_ms=300, speech_pad_ms=50, max_speech_s=20.0
     )
+
+
+def test_split_down_to_single_windows() -> None:
+    probs = np.full(5, 0.9)
+    spans = split_long_region(probs, 0, 5, 1)
+    assert all(end - start <= 1 for start, end in spans)
+    assert spans[0][0] == 0
+    assert spans[-1][1] == 5
