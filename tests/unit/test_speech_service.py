@@ -77,3 +77,17 @@ def test_voice_catalog(service: SpeechService) -> None:
     ]
     with pytest.raises(ModelNotFoundError):
         service.voices("nope")
+
+
+@pytest.mark.anyio
+async def test_whole_body_mp3_carries_the_lame_header_a_stream_does_not(service: SpeechService) -> None:
+    """A complete file (SpeechService.synthesize, MCP `speak`) is muxed seekable: its first MP3 frame is
+    the Xing/Info frame with the encoder delay; a streamed response cannot go back to write it."""
+    body, content_type = await service.synthesize(options(response_format="mp3"))
+    assert content_type == "audio/mpeg"
+    streamed = b"".join(
+        [part async for part in service.stream(service.validate(options(response_format="mp3")))]
+    )
+    assert b"Info" in body[:1024] or b"Xing" in body[:1024]
+    assert b"Info" not in streamed[:1024]
+    assert b"Xing" not in streamed[:1024]

@@ -156,7 +156,7 @@ class SpeechService:
     async def synthesize(self, options: SpeechOptions) -> tuple[bytes, str]:
         """The whole utterance encoded in one body, with its content type."""
         plan = self.validate(options)
-        parts = [part async for part in self.stream(plan)]
+        parts = [part async for part in self.stream(plan, whole_body=True)]
         return b"".join(parts), plan.content_type
 
     async def open_stream(self, plan: SpeechPlan) -> AsyncIterator[bytes]:
@@ -174,11 +174,13 @@ class SpeechService:
             raise
         return _prepend(first, stream)
 
-    async def stream(self, plan: SpeechPlan) -> AsyncGenerator[bytes, None]:
+    async def stream(self, plan: SpeechPlan, *, whole_body: bool = False) -> AsyncGenerator[bytes, None]:
+        """Encoded bytes as synthesis proceeds. `whole_body=True` muxes for a complete file instead (MP3
+        LAME header, FLAC STREAMINFO), at the cost of sending nothing until the end."""
         async with AsyncExitStack() as stack:
             engine = await stack.enter_async_context(self.pool.acquire(plan.spec.slug))
             chunks = iter(cast(Synthesizer, engine).synthesize(plan.request))
-            encoder = SpeechEncoder(plan.format, TTS_SAMPLE_RATE)
+            encoder = SpeechEncoder(plan.format, TTS_SAMPLE_RATE, stream=not whole_body)
             stack.callback(encoder.close)
             stack.callback(_close_generator, chunks)
             while True:

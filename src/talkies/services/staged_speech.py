@@ -42,7 +42,7 @@ async def speak_to_file(
     size = 0
     try:
         # aclosing: a failed write must release the model the stream holds, not wait for the GC.
-        async with contextlib.aclosing(speech.stream(plan)) as chunks:
+        async with contextlib.aclosing(speech.stream(plan, whole_body=True)) as chunks:
             async for chunk in chunks:
                 size += len(chunk)
                 await anyio.to_thread.run_sync(writer.write, chunk)
