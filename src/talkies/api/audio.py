@@ -108,32 +108,28 @@ async def resolve_file_path(request: Request, file_path: str) -> Path:
     return cast(Path, await resolver(file_path))
 
 
-_TRANSCRIPTION_FORM_DOC: dict[str, Any] = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "multipart/form-data": {
-                "schema": {
-                    "type": "object",
-                    "required": ["model"],
-                    "properties": {
-                        "file": {"type": "string", "format": "binary"},
-                        **{
-                            name: {"type": "string"}
-                            for name in ("file_path", "model", "language", "response_format", "prompt")
-                        },
-                        "timestamp_granularities[]": {
-                            "type": "array",
-                            "items": {"type": "string", "enum": ["word", "segment"]},
-                        },
-                        "temperature": {"type": "number"},
-                        "diarization": {"type": "boolean"},
-                    },
-                }
-            }
-        },
+def multipart_form_doc(**extra_properties: dict[str, Any]) -> dict[str, Any]:
+    """OpenAPI for a form read by `receive_form` (FastAPI cannot see fields it does not parse itself)."""
+    text_fields = ("file_path", "model", "language", "response_format", "prompt")
+    properties: dict[str, Any] = {
+        "file": {"type": "string", "format": "binary"},
+        **{name: {"type": "string"} for name in text_fields},
+        "temperature": {"type": "number"},
+        **extra_properties,
     }
-}
+    schema = {"type": "object", "required": ["model"], "properties": properties}
+    return {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": schema}}}}
+
+
+_TRANSCRIPTION_FORM_DOC = multipart_form_doc(
+    **{
+        "timestamp_granularities[]": {
+            "type": "array",
+            "items": {"type": "string", "enum": ["word", "segment"]},
+        },
+        "diarization": {"type": "boolean"},
+    }
+)
 
 
 @router.post("/v1/audio/transcriptions", openapi_extra=_TRANSCRIPTION_FORM_DOC)

@@ -8,7 +8,7 @@ detection. A model that cannot translate answers 400 naming the models that can.
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 import anyio.to_thread
 from fastapi import APIRouter, Depends, Request, Response
@@ -18,6 +18,7 @@ from talkies.api.audio import (
     audio_source,
     check_single_source,
     get_transcription_service,
+    multipart_form_doc,
     parse_audio_form,
 )
 from talkies.api.cancel import cancel_on_disconnect
@@ -40,27 +41,7 @@ class TranslationForm(AudioForm):
     """OpenAI's translation fields (`language` names the source; the output is English)."""
 
 
-_FORM_DOC: dict[str, Any] = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "multipart/form-data": {
-                "schema": {
-                    "type": "object",
-                    "required": ["model"],
-                    "properties": {
-                        "file": {"type": "string", "format": "binary"},
-                        **{
-                            name: {"type": "string"}
-                            for name in ("file_path", "model", "prompt", "response_format", "language")
-                        },
-                        "temperature": {"type": "number"},
-                    },
-                }
-            }
-        },
-    }
-}
+_FORM_DOC = multipart_form_doc()
 
 
 @router.post("/v1/audio/translations", openapi_extra=_FORM_DOC)
