@@ -108,7 +108,7 @@ async def resolve_file_path(request: Request, file_path: str) -> Path:
     return cast(Path, await resolver(file_path))
 
 
-def multipart_form_doc(**extra_properties: dict[str, Any]) -> dict[str, Any]:
+def multipart_form_doc(**extra_properties: Any) -> dict[str, Any]:
     """OpenAPI for a form read by `receive_form` (FastAPI cannot see fields it does not parse itself)."""
     text_fields = ("file_path", "model", "language", "response_format", "prompt")
     properties: dict[str, Any] = {
