@@ -63,6 +63,10 @@ class _Slot:
     last_used: float = 0.0
     loaded_at: float = 0.0
     evicting: bool = False
+    loading: bool = False
+    # Queue clocks of the requests waiting for this model -> seconds they had left when paused (None:
+    # running). Time spent loading the model a request asked for is not time in the queue.
+    queue_clocks: dict[asyncio.Timeout, float | None] = field(default_factory=dict)
     load_error: str | None = None
     unload_error: str | None = None
     drained: asyncio.Event = field(default_factory=asyncio.Event)
@@ -152,10 +156,14 @@ class ModelPool:
         started = False
         try:
             try:
-                async with asyncio.timeout(self.settings.queue_timeout):
-                    await self._pin(slot)
-                    pinned = True
-                    await slot.semaphore.acquire()
+                async with asyncio.timeout(self.settings.queue_timeout) as clock:
+                    self._start_queue_clock(slot, clock)
+                    try:
+                        await self._pin(slot)
+                        pinned = True
+                        await slot.semaphore.acquire()
+                    finally:
+                        del slot.queue_clocks[clock]
             except TimeoutError:
                 raise QueueTimeoutError(
                     f"model {slug!r}: waited {self.settings.queue_timeout:g}s in the queue without a turn "
@@ -182,6 +190,26 @@ class ModelPool:
                 slot.pins -= 1
                 if slot.pins == 0:
                     slot.drained.set()
+
+    def _start_queue_clock(self, slot: _Slot, clock: asyncio.Timeout) -> None:
+        slot.queue_clocks[clock] = None
+        if slot.loading:  # arrived while its model loads: the clock starts when the load ends
+            self._pause_queue_clocks(slot)
+
+    def _pause_queue_clocks(self, slot: _Slot) -> None:
+        now = asyncio.get_running_loop().time()
+        for clock, left in slot.queue_clocks.items():
+            when = clock.when()
+            if left is None and when is not None:
+                slot.queue_clocks[clock] = max(0.0, when - now)
+                clock.reschedule(None)
+
+    def _resume_queue_clocks(self, slot: _Slot) -> None:
+        now = asyncio.get_running_loop().time()
+        for clock, left in slot.queue_clocks.items():
+            if left is not None:
+                clock.reschedule(now + left)
+                slot.queue_clocks[clock] = None
 
     def _retry_after(self, slot: _Slot) -> int:
         return max(1, min(60, math.ceil(slot.waiting / max(1, slot.spec.max_concurrency))))
@@ -232,6 +260,8 @@ class ModelPool:
         started = time.monotonic()
         timeout = self.settings.load_timeout
         worker = asyncio.ensure_future(anyio.to_thread.run_sync(engine.load, abandon_on_cancel=True))
+        slot.loading = True
+        self._pause_queue_clocks(slot)
         try:
             await asyncio.wait_for(asyncio.shield(worker), timeout)
         except TimeoutError:
@@ -250,6 +280,9 @@ class ModelPool:
             slot.load_error = f"{type(exc).__name__}: {exc}"
             log.exception("model %s failed to load", slug)
             raise ModelLoadError(f"model {slug!r} failed to load: {slot.load_error}") from exc
+        finally:
+            slot.loading = False
+            self._resume_queue_clocks(slot)
         slot.engine = engine
         slot.load_error = None
         slot.unload_error = None

@@ -103,7 +103,7 @@ class Settings(BaseSettings):
     max_queue: int = Field(32, ge=0, le=10_000)
     """Requests that may wait per model; one more answers 429. 0 = no waiting at all."""
     queue_timeout: Duration = Field(300.0, gt=0)
-    """Longest a request waits in a model's queue before it answers 503."""
+    """Longest a request waits in a model's queue before it answers 503 (its own model's load excluded)."""
     engine_isolation: Literal["process", "inprocess"] = "process"
     """process: engines holding large native memory run in a worker process per model; inprocess: all
     engines in the server process. A registry entry's `isolation` overrides per model."""
