@@ -46,7 +46,8 @@ class FakeSpeech:
     def validate(self, options: SpeechOptions) -> _Plan:
         return _Plan(self.fmt, "audio/wav")
 
-    async def stream(self, plan: _Plan) -> AsyncGenerator[bytes, None]:
+    async def stream(self, plan: _Plan, *, whole_body: bool = False) -> AsyncGenerator[bytes, None]:
+        self.whole_body = whole_body
         try:
             for start in range(0, len(self.body), 1000):
                 yield self.body[start : start + 1000]
@@ -72,6 +73,7 @@ async def test_staged_with_duration(store: FileStore) -> None:
     assert abs(staged.duration - 1.5) < 0.01
     assert staged.size == len(speech.body)  # the upload cap does not apply to audio the server made
     assert (store.root / staged.path).read_bytes() == speech.body
+    assert speech.whole_body is True  # a staged file is muxed complete (seekable headers)
     pcm = await _speak(FakeSpeech(b"\x00" * 48_000, fmt="pcm"), store, "raw/a.pcm")
     assert pcm.duration == pytest.approx(1.0)
 
