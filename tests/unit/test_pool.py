@@ -330,10 +330,10 @@ async def test_loading_the_requested_model_is_not_queue_time(
     make_settings: Any, fake_factory: FakeFactory
 ) -> None:
     """Requests waiting for their own model to load are bounded by TALKIES_LOAD_TIMEOUT, not the queue."""
-    fake_factory["asr-a"].load_delay = 0.6
-    pool = make_pool(make_settings(queue_timeout=0.2, max_queue=10), fake_factory)
+    fake_factory["asr-a"].load_delay = 2.0
+    pool = make_pool(make_settings(queue_timeout=1.0, max_queue=10), fake_factory)
     first = [asyncio.create_task(use(pool, "asr-a")) for _ in range(3)]
-    await asyncio.sleep(0.3)  # a latecomer arrives while the load is under way
+    await asyncio.sleep(1.2)  # a latecomer arrives while the load is under way
     late = asyncio.create_task(use(pool, "asr-a"))
     await asyncio.gather(*first, late)
     assert fake_factory["asr-a"].loads == 1
@@ -362,8 +362,8 @@ async def test_queue_clock_pauses_when_the_awaited_load_starts(
     """Requests queued while another model drains: the drain counts, their own model's load does not."""
     gate = threading.Event()
     fake_factory["asr-b"].gate = gate
-    fake_factory["asr-a"].load_delay = 0.6
-    pool = make_pool(make_settings(queue_timeout=0.5, max_queue=10), fake_factory)
+    fake_factory["asr-a"].load_delay = 3.0
+    pool = make_pool(make_settings(queue_timeout=2.0, max_queue=10), fake_factory)
 
     async def busy() -> None:
         async with pool.acquire("asr-b") as engine:
@@ -372,7 +372,7 @@ async def test_queue_clock_pauses_when_the_awaited_load_starts(
     running = asyncio.create_task(busy())
     await wait_until(lambda: fake_factory["asr-b"].active == 1)
     waiting = [asyncio.create_task(use(pool, "asr-a")) for _ in range(3)]
-    await asyncio.sleep(0.3)
-    gate.set()  # asr-b drains after 0.3 s of queueing; asr-a then loads for 0.6 s
+    await asyncio.sleep(0.5)
+    gate.set()  # asr-b drains after 0.5 s of queueing; asr-a then loads for 3 s (> the 2 s queue clock)
     await asyncio.gather(running, *waiting)
     assert fake_factory["asr-a"].loads == 1
