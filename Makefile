@@ -3,7 +3,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint bench lock help
+.PHONY: install run test lint bench lock image-test help
 
 help:
 	@echo "make install  - create .venv with the CPU stack and test tools (apt-get for ffmpeg/espeak-ng/sox as root)"
@@ -25,6 +25,7 @@ run: $(STAMP)
 # The whole suite (engines in worker processes where the registry/executor default says so), then the
 # API suite again with every engine in the server process, and once more with every engine (the
 # weight-free ones too) in a worker process: the isolation mode must never change what the API does.
+# Those two passes leave out the modules marked `pinned_isolation` (their apps choose their own mode).
 test: $(STAMP)
 	$(PY) -m pytest tests
 	$(PY) -m pytest tests/api --engine-isolation=inprocess
@@ -37,6 +38,10 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	@set -e; for script in bench/*.py; do echo "== $$script"; $(PY) $$script; done
+
+# Build the CPU image and run it: health check, models, speech, transcription, non-root, /data owner, SIGTERM.
+image-test: $(STAMP)
+	./scripts/image-test.sh
 
 lock: $(STAMP)
 	$(PY) -m pip install -q -c constraints-cpu.txt uv

@@ -42,8 +42,8 @@ from tests.fixtures.cache import install_snapshot  # noqa: E402
 
 from talkies.engines import EXECUTORS, create_engine  # noqa: E402
 from talkies.engines.base import EngineContext, SpeechRequest, TranscriptionRequest  # noqa: E402
-from talkies.engines.host import ProcessEngine  # noqa: E402
 from talkies.registry import ModelSpec  # noqa: E402
+from talkies.workers import ProcessEngine  # noqa: E402
 
 MIB = 1024 * 1024
 SHORT_TEXT = "Hello there. This is a short sentence."
@@ -185,7 +185,7 @@ def bench_latency(items: list[Subject], runs: int) -> None:
 
 
 def _construct(target: str, spec: ModelSpec, context: EngineContext) -> Any:
-    from talkies.engines.host_worker import resolve_target
+    from talkies.workers.worker import resolve_target
 
     return resolve_target(target)(spec, context)
 

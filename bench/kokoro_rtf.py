@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from talkies.engines.base import EngineContext, SpeechRequest
-from talkies.engines.kokoro_base import KokoroBase
+from talkies.engines.kokoro.base import KokoroBase
 from talkies.registry import ModelSpec
 
 SENTENCE = (  # 100 characters
@@ -35,8 +35,8 @@ PARAGRAPH = (
     "So the first audio is ready long before the whole paragraph."
 )
 EXECUTORS = {
-    "kokoro": ("talkies.engines.kokoro:KokoroEngine", "hexgrad/Kokoro-82M"),
-    "kokoro_nvidia": ("talkies.engines.kokoro_onnx:KokoroOnnxEngine", "nvidia/kokoro-82M-onnx-opt"),
+    "kokoro": ("talkies.engines.kokoro.pytorch:KokoroEngine", "hexgrad/Kokoro-82M"),
+    "kokoro_nvidia": ("talkies.engines.kokoro.onnx:KokoroOnnxEngine", "nvidia/kokoro-82M-onnx-opt"),
 }
 
 

@@ -88,7 +88,7 @@ def direct_same_work(model: Any, path: Path) -> Callable[[], object]:
 
     from talkies.audio.decode import decode_audio
     from talkies.audio.vad import VadOptions, speech_regions
-    from talkies.engines.whisper_timeline import clip_timestamps
+    from talkies.engines.whisper.timeline import clip_timestamps
 
     pipeline = BatchedInferencePipeline(model)
     kwargs = {k: v for k, v in DIRECT.items() if k != "condition_on_previous_text"}
@@ -117,7 +117,7 @@ def breakdown(model_dir: Path, path: Path, short: Path, threads: int, runs: int)
     """Where a 60 s request's time goes, stage by stage, in process (medians); plus decoding the 5 s file."""
     from talkies.audio.decode import decode_audio
     from talkies.audio.vad import VadOptions, speech_regions
-    from talkies.engines.whisper import WhisperEngine
+    from talkies.engines.whisper.engine import WhisperEngine
 
     spec = ModelSpec(slug=SLUG, executor="whisper", repo="test/whisper-tiny")
     engine = WhisperEngine(spec, EngineContext(SLUG, model_dir, "cpu", threads, {**BOUNDED, "batch_size": 8}))
@@ -335,7 +335,7 @@ def count_encoder_windows(engine: Any) -> list[int]:
 
 
 def long_file(threads: int, minutes: float, unpacked: bool, repeat: int) -> None:
-    from talkies.engines.whisper import WhisperEngine
+    from talkies.engines.whisper.engine import WhisperEngine
 
     speech = long_speech(minutes * 60)
     regions, vad_s, vad_source = vad_regions(speech.audio)

@@ -9,6 +9,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 SYSTEM_PACKAGES=(ffmpeg espeak-ng sox)
+# TALKIES_EXTRAS picks the stack: "cpu,test" for development and CI (default), "cpu" or "cuda" in images.
+EXTRAS=${TALKIES_EXTRAS:-cpu,test}
+if [[ ",$EXTRAS," == *",test,"* ]]; then
+    SYSTEM_PACKAGES+=(chromium)  # the playground's browser tests (Playwright drives Debian's Chromium)
+fi
 missing=()
 for pkg in "${SYSTEM_PACKAGES[@]}"; do
     dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
@@ -29,13 +34,30 @@ if [ ! -x .venv/bin/python ]; then
     "$PYTHON" -m venv .venv
 fi
 export PIP_DISABLE_PIP_VERSION_CHECK=1
-# TALKIES_EXTRAS picks the stack: "cpu,test" for development and CI (default), "cpu" or "cuda" in images.
-EXTRAS=${TALKIES_EXTRAS:-cpu,test}
 echo "install: python packages [$EXTRAS] (constraints-cpu.txt)"
 .venv/bin/pip install -q -c constraints-cpu.txt -e ".[$EXTRAS]"
+if [[ ",$EXTRAS," == *",cuda,"* ]]; then
+    # onnxruntime and onnxruntime-gpu install the same `onnxruntime` package; the CPU wheel (required by
+    # silero-vad, onnx-asr and the vad / qwen3 extras) shadows the GPU one, whose CUDAExecutionProvider
+    # then goes missing. Remove the CPU wheel and lay the GPU wheel's files down again.
+    if .venv/bin/pip show -q onnxruntime >/dev/null 2>&1; then
+        echo "install: replacing the CPU onnxruntime with onnxruntime-gpu"
+        .venv/bin/pip uninstall -q -y onnxruntime
+        .venv/bin/pip install -q --no-deps --force-reinstall -c constraints-cpu.txt onnxruntime-gpu
+    fi
+    .venv/bin/python -c 'import onnxruntime as o, sys; p = o.get_available_providers(); sys.exit(0 if "CUDAExecutionProvider" in p else f"install: onnxruntime lacks CUDAExecutionProvider: {p}")'
+fi
 if [[ ",$EXTRAS," == *",test,"* ]]; then
     # openai-whisper is only needed for its tokenizer asset when tests build Whisper models; its own
     # dependencies (triton, a second torch) are not wanted.
     .venv/bin/pip install -q --no-deps openai-whisper==20250625
+fi
+if [[ ",$EXTRAS," == *",cpu,"* || ",$EXTRAS," == *",cuda,"* || ",$EXTRAS," == *",qwen3,"* || ",$EXTRAS," == *",test,"* ]]; then
+    # Qwen3-TTS runtimes without their declared dependencies (gradio for a demo, a CUDA torchaudio,
+    # huggingface-hub<2): the `qwen3` extra carries what they import. See docs/qwen3.md.
+    .venv/bin/pip install -q --no-deps qwen-tts-hf==0.1.1.post1
+    if [[ ",$EXTRAS," == *",cuda,"* ]]; then
+        .venv/bin/pip install -q --no-deps faster-qwen3-tts==0.5.4
+    fi
 fi
 echo "install: done"

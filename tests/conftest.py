@@ -23,6 +23,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "pinned_isolation: every app in the module pins its engine isolation (weightfree_settings), so the "
+        "--engine-isolation passes would only repeat it; it runs once, in the default pass",
+    )
+
+
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"

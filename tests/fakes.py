@@ -32,6 +32,7 @@ class FakeBehaviour:
     load_error: Exception | None = None
     unload_error: Exception | None = None
     gate: threading.Event | None = None  # transcribe/synthesize block until set
+    memory: int | None = None  # bytes the loaded engine reports holding (the pool's memory budget)
     loads: int = 0
     unloads: int = 0
     calls: int = 0
@@ -59,6 +60,9 @@ class FakeEngine:
         if b.load_error is not None:
             raise b.load_error
         self.loaded = True
+
+    def memory_bytes(self) -> int | None:
+        return self.behaviour.memory
 
     def unload(self) -> None:
         b = self.behaviour

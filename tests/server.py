@@ -45,5 +45,5 @@ async def asgi_client(app: FastAPI, **kwargs: object) -> AsyncIterator[httpx.Asy
     """httpx over ASGITransport, with the app's lifespan run around it."""
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://talkies.test", **kwargs) as client:
+        async with httpx.AsyncClient(transport=transport, base_url="http://localhost", **kwargs) as client:
             yield client

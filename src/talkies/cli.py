@@ -1,9 +1,11 @@
-"""`talkies serve | models | download` (also `python -m talkies`)."""
+"""`talkies serve | models | pull` (`download` is an alias of `pull`; also `python -m talkies`)."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+import math
 import sys
 from collections.abc import Sequence
 
@@ -21,20 +23,32 @@ def _configure_logging(level: str) -> None:
 
 
 def _serve(settings: Settings) -> int:
+    import faulthandler
+
     import uvicorn
 
+    # A native crash (SIGSEGV, SIGABRT, ... in libav, an engine library) leaves every thread's Python
+    # stack in the log instead of a bare "Segmentation fault".
+    faulthandler.enable(file=sys.stderr, all_threads=True)
+
     from talkies.api.app import create_app
+    from talkies.api.lifecycle import GracefulServer
 
     app = create_app(settings)
-    uvicorn.run(
+    config = uvicorn.Config(
         app,
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
         access_log=False,  # RequestContextMiddleware logs one line per request
-        timeout_graceful_shutdown=10,
+        # GracefulServer drains for up to TALKIES_SHUTDOWN_GRACE before uvicorn's own shutdown starts, and
+        # then shortens this to 1 s; it applies as such only to an exit uvicorn starts by itself.
+        timeout_graceful_shutdown=max(1, math.ceil(settings.shutdown_grace)),
     )
-    return 0
+    server = GracefulServer(config, lifecycle=app.state.lifecycle, grace=settings.shutdown_grace)
+    with contextlib.suppress(KeyboardInterrupt):
+        server.run()
+    return 0 if server.started else 3  # uvicorn's STARTUP_FAILURE: the lifespan or the bind failed
 
 
 def _models(settings: Settings) -> int:
@@ -50,40 +64,69 @@ def _models(settings: Settings) -> int:
         reason = unavailable_reason(spec, device)
         state = "ready" if reason is None else f"unavailable: {reason}"
         if reason is None and spec.repo and not snapshot_present(settings.models_dir / spec.slug):
-            state = f"ready, snapshot not downloaded yet (talkies download {spec.slug})"
+            state = f"ready, snapshot not pulled yet (talkies pull {spec.slug})"
         print(f"{spec.slug:32} {spec.kind:3} {spec.executor:18} {state}")
     return 0
 
 
-def _download(settings: Settings, slugs: Sequence[str]) -> int:
+def _pull(settings: Settings, slugs: Sequence[str], *, check: bool) -> int:
+    """`talkies pull [slug ...]` (alias `download`): fetch, resume, verify; `--check`: report only."""
     from talkies.api.app import build_registry
     from talkies.device import resolve_device
-    from talkies.engines import unavailable_reason
-    from talkies.engines.snapshot import ensure_snapshot
+    from talkies.engines import snapshot_patterns, unavailable_reason
+    from talkies.engines.snapshot import check_snapshot, pull_dependency, pull_snapshot
 
     device = resolve_device(settings.device)
     registry = build_registry(settings, device)
     wanted = list(slugs) or list(registry.models)
     failed: list[str] = []
-    for slug in wanted:
-        spec = registry.get(slug)
+    for name in wanted:
+        spec = registry.get(name)
         if spec is None:
-            raise ConfigError(f"unknown model {slug!r}; enabled: {', '.join(registry.models)}")
+            raise ConfigError(f"unknown model {name!r}; enabled: {', '.join(registry.models)}")
+        slug = spec.slug
         if not spec.repo:
-            print(f"{slug}: weight-free, nothing to download")
+            print(f"{slug}: weight-free, nothing to pull")
+            continue
+        model_dir = settings.models_dir / slug
+        state = check_snapshot(model_dir)
+        if check:
+            line = f"{slug}: {state.status}"
+            if state.status == "complete":
+                line += f" ({state.files} files, {state.bytes / 2**20:.1f} MiB)"
+            elif state.status == "unverified":
+                line += f" (laid out by hand, {state.files} files; `talkies pull {slug}` verifies it)"
+            elif state.status == "missing":
+                line += f" (`talkies pull {slug}`)"
+            if state.missing:
+                line += f"; missing or incomplete: {', '.join(state.missing)}"
+            print(line)
+            if state.status in ("incomplete", "missing"):
+                failed.append(slug)
             continue
         reason = unavailable_reason(spec, device)
-        if reason and not slugs:  # prefetching everything: skip what could not run here anyway
+        if reason and not slugs:  # pulling everything: skip what could not run here anyway
             print(f"{slug}: skipped ({reason})")
             continue
-        patterns = [spec.gguf_file] if spec.gguf_file else None
+        if state.status == "complete":
+            print(f"{slug}: complete ({state.files} files), {model_dir}")
+            continue
         try:
-            path = ensure_snapshot(slug, spec.repo, settings.models_dir / slug, allow_patterns=patterns)
+            pull_snapshot(slug, spec.repo, model_dir, allow_patterns=snapshot_patterns(spec))
+            for dependency in spec.dependencies:
+                print(f"{slug}: dependency {dependency}: {pull_dependency(dependency)}")
         except TalkiesError as exc:
             failed.append(slug)
             print(f"{slug}: FAILED: {exc.message}", file=sys.stderr)
             continue
-        print(f"{slug}: {path}")
+        except Exception as exc:  # a dependency the hub refused, a full disk, ...
+            failed.append(slug)
+            print(f"{slug}: FAILED: {type(exc).__name__}: {exc}", file=sys.stderr)
+            continue
+        print(f"{slug}: complete, {model_dir}")
+    if failed:
+        verb = "incomplete" if check else "failed"
+        print(f"talkies: {verb}: {', '.join(failed)}", file=sys.stderr)
     return 1 if failed else 0
 
 
@@ -95,8 +138,15 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", help="overrides TALKIES_HOST")
     serve.add_argument("--port", type=int, help="overrides TALKIES_PORT")
     sub.add_parser("models", help="list the enabled models and whether each can run here")
-    download = sub.add_parser("download", help="fetch model snapshots into $TALKIES_DATA_DIR/models/")
-    download.add_argument("slugs", nargs="*", help="models to fetch (default: every enabled model)")
+    pull = sub.add_parser(
+        "pull",
+        aliases=["download"],
+        help="fetch model snapshots into $TALKIES_DATA_DIR/models/ (resumable, verified)",
+    )
+    pull.add_argument("slugs", nargs="*", help="models to fetch (default: every enabled model)")
+    pull.add_argument(
+        "--check", action="store_true", help="only verify what is on disk; exit 1 naming what is missing"
+    )
     return parser
 
 
@@ -110,7 +160,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _serve(settings)
         if args.command == "models":
             return _models(settings)
-        return _download(settings, args.slugs)
+        return _pull(settings, args.slugs, check=args.check)
     except ConfigError as exc:
         print(f"talkies: configuration error: {exc.message}", file=sys.stderr)
         return 2

@@ -21,10 +21,15 @@ TalkiesError                     500  anything unexpected from the server itself
 ├── ServiceUnavailableError      503
 │   ├── EngineUnavailableError        extra not installed, no GPU, engine not built, snapshot missing
 │   ├── QueueTimeoutError             queued longer than TALKIES_QUEUE_TIMEOUT
-│   └── ModelLoadError                load failed or timed out
-│       └── LoadTimeoutError
+│   ├── ModelLoadError                load failed or timed out
+│   │   └── LoadTimeoutError
+│   └── ShuttingDownError             the server is draining after SIGTERM (carries retry_after)
+├── ModelTooLargeError           507  the model alone needs more memory than TALKIES_MEMORY_BUDGET allows
 ├── EngineError                  500  an engine failed while serving a request
-│   └── WorkerCrashedError            the engine's worker process died
+│   ├── WorkerCrashedError            the engine's worker process died
+│   │   └── UpstreamCrashedError 502  an external server (process executor) died under a request
+│   ├── UpstreamError            502  an external server could not be reached or broke the exchange
+│   └── EngineTimeoutError       504  the engine made no progress for TALKIES_ENGINE_TIMEOUT
 ├── ClientDisconnectedError      499  the client went away; its work was cancelled
 └── ConfigError                       bad settings or registry: start-up stops (never an HTTP answer)
 """
@@ -131,12 +136,34 @@ class LoadTimeoutError(ModelLoadError):
     pass
 
 
+class ShuttingDownError(ServiceUnavailableError):
+    def __init__(self, message: str, *, retry_after: int = 5) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class ModelTooLargeError(TalkiesError):
+    """The model can never fit the memory budget (its footprint, or with the models it may not evict)."""
+
+
 class EngineError(TalkiesError):
     pass
 
 
 class WorkerCrashedError(EngineError):
     pass
+
+
+class UpstreamCrashedError(WorkerCrashedError):
+    pass
+
+
+class UpstreamError(EngineError):
+    pass
+
+
+class EngineTimeoutError(EngineError):
+    """No segment, chunk or result for TALKIES_ENGINE_TIMEOUT seconds; the worker was killed."""
 
 
 class ClientDisconnectedError(TalkiesError):

@@ -3,12 +3,26 @@
     async with pool.acquire("whisper-large-v3") as engine:
         result = await anyio.to_thread.run_sync(engine.transcribe, request)
 
-- A model loads exactly once however many first requests arrive together (one residency lock, FIFO).
+- A model loads exactly once however many first requests arrive together (one residency lock, FIFO). The
+  load is a task of the model's own, shared by every waiter and shielded from any one waiter's
+  cancellation: a client that hangs up during a slow load never makes the next waiter start a second one.
+- A request holds its concurrency permit until the engine really stopped working for it (services run
+  engine calls as `BlockingSteps`, which wait for the call to return before a cancellation goes on).
+- A worker crash or engine timeout drops the model: every request on it releases its permit, and a
+  request that was waiting for a permit loads the model again (or answers the load's clear error).
 - A request holds a *pin* from the moment its model is resident until it leaves `acquire`; eviction waits
   until a model has no pins. While a model is marked for eviction, new requests for it wait behind the
   lock instead of pinning it again, so the model that asked for the room gets it (no starvation).
-- Residency: up to `max_loaded_models` models (least recently used evicted first); registry `groups`
-  name models that may stay resident together and do not count against that limit for each other.
+- Residency: models stay resident while their footprints fit the memory budget (TALKIES_MEMORY_BUDGET;
+  measured after load, estimated from the snapshot before the first), up to `max_loaded_models`. A load
+  that does not fit evicts least recently used models, idle ones first; a model that can never fit
+  answers ModelTooLargeError (507) with the figures. Registry `groups` keep their meaning (talkies.registry
+  .groups); slugs sharing one copy of weights neither count nor evict each other.
+- Swap fairness: a load that needs the room of a model in use waits while that model serves its queue
+  (its requests keep arriving and its waiters pin it first), for at most TALKIES_SWAP_MAX_WAIT past the
+  waiting model's first request or the resident's load; then the resident takes no new requests and goes
+  once its pinned ones are done. Requests for the waiting model accumulate meanwhile and all pin it once
+  it is loaded, so alternating traffic swaps once per batch instead of once per request.
 - Concurrency: `max_concurrency` requests run at once per model; up to `max_queue` more wait, one more
   answers 429; a request waiting longer than `queue_timeout` answers 503. Cancelling a waiting request
   (a client that went away) takes it out of the queue.
@@ -19,10 +33,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
+import functools
 import logging
 import math
-import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -30,26 +43,44 @@ from typing import Any
 
 import anyio
 
-from talkies.engines import create_engine, unavailable_reason
-from talkies.engines.base import Engine, EngineContext
+from talkies.engines import EXECUTORS, create_engine, unavailable_reason
+from talkies.engines.base import Engine, EngineContext, Modality
+from talkies.engines.common import release_memory
 from talkies.errors import (
+    EngineTimeoutError,
     EngineUnavailableError,
     LoadTimeoutError,
     ModelLoadError,
     ModelNotFoundError,
     ModelNotLoadedError,
+    ModelTooLargeError,
     QueueFullError,
     QueueTimeoutError,
     TalkiesError,
     WorkerCrashedError,
 )
+from talkies.memory import MemoryBudget, estimate_footprint, format_bytes, resolve_budget
 from talkies.registry import ModelSpec, Registry
+from talkies.registry.groups import GroupRules
 from talkies.settings import Settings
 
 log = logging.getLogger(__name__)
 
 EngineFactory = Callable[[ModelSpec, EngineContext], Engine]
 Clock = Callable[[], float]
+
+
+class PoolEvents:
+    """What the pool reports as it works (talkies.metrics counts it). Every method is a no-op here."""
+
+    def loaded(self, slug: str, seconds: float) -> None: ...
+    def load_failed(self, slug: str, error: BaseException) -> None: ...
+    def unloaded(self, slug: str) -> None: ...
+    def evicted(self, slug: str) -> None: ...
+    def engine_failed(self, slug: str, cause: str) -> None:
+        """The model was dropped under its requests: cause "crash", "timeout" or "exited"."""
+
+    def queue_timed_out(self, slug: str) -> None: ...
 
 
 @dataclass
@@ -69,7 +100,13 @@ class _Slot:
     queue_clocks: dict[asyncio.Timeout, float | None] = field(default_factory=dict)
     load_error: str | None = None
     unload_error: str | None = None
+    exited: str | None = None  # why its engine stopped on its own (an external server that exited)
     drained: asyncio.Event = field(default_factory=asyncio.Event)
+    load_task: asyncio.Future[None] | None = None  # the one load in progress, shared by every waiter
+    # Requests waiting for this model to become resident (not pinned yet) -> since when (loop time).
+    wanting: dict[object, float] = field(default_factory=dict)
+    making_room: bool = False  # a request is evicting others (or waiting to) so that this model loads
+    resident_since: float = 0.0  # loop time of its last load (swap fairness)
 
     @property
     def loaded(self) -> bool:
@@ -99,10 +136,22 @@ class ModelPool:
         for slot in self._slots.values():
             slot.drained.set()
         self._sweeper: asyncio.Task[None] | None = None
+        self.group_rules = GroupRules(registry.group_specs)
+        self._background: set[asyncio.Task[None]] = set()
+        self.events = PoolEvents()
+        self.memory = MemoryBudget(resolve_budget(settings.memory_budget, device), device)
+        self._changed = asyncio.Event()  # set (and replaced) whenever pins, waiters or residency change
 
     # --- lookup --------------------------------------------------------------------------------------
 
-    def spec(self, slug: str) -> ModelSpec:
+    def spec(self, slug: str, *, kind: Modality | None = None) -> ModelSpec:
+        """The enabled model called `slug` (a slug or an alias). An empty name with `kind` given is that
+        modality's default model (Open WebUI sends an empty `model`)."""
+        if not slug.strip() and kind is not None:
+            default = self.registry.default(kind)
+            if default is None:
+                raise ModelNotFoundError(f"no model given and no {kind} model is enabled", param="model")
+            return default
         spec = self.registry.get(slug)
         if spec is None:
             raise ModelNotFoundError(
@@ -115,7 +164,7 @@ class ModelPool:
         return unavailable_reason(self.spec(slug), self.device)
 
     def is_loaded(self, slug: str) -> bool:
-        slot = self._slots.get(slug)
+        slot = self._slots.get(self.registry.resolve(slug) or slug)
         return slot is not None and slot.loaded
 
     def peek_engine(self, slug: str) -> Engine | None:
@@ -124,9 +173,17 @@ class ModelPool:
         return slot.engine if slot else None
 
     def engine_context(self, spec: ModelSpec) -> EngineContext:
-        options: dict[str, object] = {"batch_size": self.settings.whisper_batch_size}
+        options: dict[str, object] = {
+            "batch_size": self.settings.whisper_batch_size,
+            "nemo_batch_size": self.settings.nemo_batch_size,
+        }
         if spec.compute_type:
             options["compute_type"] = spec.compute_type
+        if spec.executor == "qwen3_tts":
+            options["qwen3_voices_dir"] = str(self.settings.qwen3_voices_path)
+            options["custom_voices_dir"] = str(self.settings.custom_voices_dir)
+        if self.registry.start_port is not None:
+            options["start_port"] = self.registry.start_port
         return EngineContext(
             slug=spec.slug,
             model_dir=self.settings.models_dir / spec.slug,
@@ -140,9 +197,11 @@ class ModelPool:
     @contextlib.asynccontextmanager
     async def acquire(self, slug: str) -> AsyncIterator[Engine]:
         spec = self.spec(slug)
+        slug = spec.slug  # an alias pins the model it names
         reason = unavailable_reason(spec, self.device)
         if reason:
             raise EngineUnavailableError(f"model {slug!r} is unavailable: {reason}")
+        slug = spec.slug  # an alias resolves to its model
         slot = self._slots[slug]
         limit = spec.max_queue if spec.max_queue is not None else self.settings.max_queue
         if slot.waiting >= limit + max(0, spec.max_concurrency - slot.running):
@@ -165,6 +224,7 @@ class ModelPool:
                     finally:
                         del slot.queue_clocks[clock]
             except TimeoutError:
+                self.events.queue_timed_out(slug)
                 raise QueueTimeoutError(
                     f"model {slug!r}: waited {self.settings.queue_timeout:g}s in the queue without a turn "
                     "(TALKIES_QUEUE_TIMEOUT)"
@@ -172,13 +232,20 @@ class ModelPool:
             slot.waiting -= 1
             started = True
             slot.running += 1
-            engine = slot.engine
-            assert engine is not None
             try:
-                yield engine
-            except WorkerCrashedError:
-                await self._drop_crashed(slot, engine)
-                raise
+                engine = slot.engine
+                if engine is None:  # it crashed or timed out while this request waited: load it again
+                    async with self._lock:
+                        await self._ensure_loaded(slot)
+                    engine = slot.engine
+                    if engine is None:
+                        raise ModelLoadError(f"model {slug!r} is not loaded; retry the request")
+                try:
+                    yield engine
+                except (WorkerCrashedError, EngineTimeoutError) as exc:
+                    cause = "timeout" if isinstance(exc, EngineTimeoutError) else "crash"
+                    await self._drop_crashed(slot, engine, cause)
+                    raise
             finally:
                 slot.running -= 1
                 slot.semaphore.release()
@@ -190,6 +257,7 @@ class ModelPool:
                 slot.pins -= 1
                 if slot.pins == 0:
                     slot.drained.set()
+                    self._notify()
 
     def _start_queue_clock(self, slot: _Slot, clock: asyncio.Timeout) -> None:
         slot.queue_clocks[clock] = None
@@ -216,14 +284,78 @@ class ModelPool:
 
     async def _pin(self, slot: _Slot) -> None:
         """Make `slot` resident and pin it. Fast path without the lock when it is loaded and staying."""
-        if slot.loaded and not slot.evicting:
+        if slot.loaded and not slot.evicting and _alive(slot.engine):
             self._add_pin(slot)
             return
-        async with self._lock:
-            if not slot.loaded:
+        token = object()
+        slot.wanting[token] = asyncio.get_running_loop().time()
+        try:
+            async with self._lock:
+                if slot.engine is not None and not _alive(slot.engine):
+                    await self._drop_crashed(slot, slot.engine)
+                await self._ensure_loaded(slot)
+                self._add_pin(slot)
+        finally:
+            del slot.wanting[token]
+            self._notify()
+
+    async def _ensure_loaded(self, slot: _Slot) -> None:
+        """Under the residency lock: make `slot` resident. The load runs as the slot's own task; a waiter
+        cancelled meanwhile leaves it running, and the next waiter awaits the same load. While one request
+        makes room for the model, the others for it wait beside it (with the lock released)."""
+        loaded_here = False
+        while not slot.loaded:
+            if slot.load_task is not None:
+                await asyncio.shield(slot.load_task)
+                continue
+            if slot.making_room:
+                await self._wait_for_change(None)
+                continue
+            slot.making_room = True
+            try:
                 await self._make_room_for(slot)
-                await self._load(slot)
-            self._add_pin(slot)
+            finally:
+                slot.making_room = False
+                self._notify()
+            task = asyncio.ensure_future(self._load(slot))
+            slot.load_task = task
+            task.add_done_callback(functools.partial(self._load_done, slot))
+            await asyncio.shield(task)
+            loaded_here = True
+        if loaded_here:
+            await self._fit_after_load(slot)
+
+    def _notify(self) -> None:
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    async def _wait_for_change(self, limit: float | None) -> None:
+        """Under the residency lock: release it until pins, waiters or residency change (or `limit` seconds
+        pass), then take it again, even when cancelled meanwhile (as asyncio.Condition.wait does)."""
+        changed = self._changed
+        self._lock.release()
+        try:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(limit):
+                    await changed.wait()
+        finally:
+            cancelled = False
+            while True:
+                try:
+                    await self._lock.acquire()
+                    break
+                except asyncio.CancelledError:
+                    cancelled = True
+            if cancelled:
+                raise asyncio.CancelledError
+
+    def _load_done(self, slot: _Slot, task: asyncio.Future[None]) -> None:
+        if slot.load_task is task:
+            slot.load_task = None
+        self._notify()
+        # The exception is retrieved here: every waiter got it already, or the next one retries.
+        if not task.cancelled() and (error := task.exception()) is not None:
+            self.events.load_failed(slot.spec.slug, error)
 
     def _add_pin(self, slot: _Slot) -> None:
         slot.pins += 1
@@ -232,26 +364,140 @@ class ModelPool:
     # --- residency -----------------------------------------------------------------------------------
 
     def _victims_for(self, slot: _Slot) -> list[_Slot]:
-        mates = self.registry.group_mates(slot.spec.slug)
-        others = sorted(
+        """Registry groups (talkies.registry.groups) and TALKIES_MAX_LOADED_MODELS, LRU first. Slugs that
+        share `slot`'s weights (registry.weight_mates: one copy in memory) neither count nor go."""
+        mates = self.registry.weight_mates(slot.spec.slug)
+        resident = sorted(
             (s for s in self._slots.values() if s.loaded and s is not slot and s.spec.slug not in mates),
             key=lambda s: s.last_used,
         )
-        excess = len(others) + 1 - self.settings.max_loaded_models
-        return others[: max(0, excess)]
+        chosen = self.group_rules.victims(
+            slot.spec, [s.spec for s in resident], self.settings.max_loaded_models
+        )
+        slugs = {spec.slug for spec in chosen}
+        return [s for s in resident if s.spec.slug in slugs]
+
+    def _memory_victims(self, slot: _Slot, chosen: list[_Slot]) -> list[_Slot]:
+        """Resident models to evict besides `chosen` so that `slot` fits the memory budget: least recently
+        used first, idle ones before busy ones (a busy one goes only after its requests). Raises
+        ModelTooLargeError when it can never fit."""
+        budget = self.memory.budget
+        mates = self.registry.weight_mates(slot.spec.slug)
+        resident = [s for s in self._slots.values() if s.loaded and s is not slot and s not in chosen]
+        if budget is None or any(s.spec.slug in mates for s in resident):
+            return []  # no known budget, or its weights are resident already (one copy, counted once)
+        need, how = self._footprint(slot)
+        kept = [s for s in resident if self.group_rules.protected(s.spec, slot.spec)]
+        if need + self._used(kept) > budget:
+            held = f", {format_bytes(self._used(kept))} of it held by persistent-group models" if kept else ""
+            raise ModelTooLargeError(
+                f"model {slot.spec.slug!r} needs about {format_bytes(need)} ({how}) but the memory budget "
+                f"is {format_bytes(budget)}{held} (TALKIES_MEMORY_BUDGET)"
+            )
+        candidates = sorted(
+            (s for s in resident if s not in kept), key=lambda s: (s.pins > 0 or bool(s.wanting), s.last_used)
+        )
+        extra: list[_Slot] = []
+        while candidates and need + self._used([*kept, *candidates]) > budget:
+            first = candidates[0]
+            going = [
+                c
+                for c in candidates
+                if c is first or c.spec.slug in self.registry.weight_mates(first.spec.slug)
+            ]
+            extra += going
+            candidates = [c for c in candidates if c not in going]
+        return extra
+
+    def _footprint(self, slot: _Slot) -> tuple[int, str]:
+        """(bytes, "measured" or "estimated"): the figure the budget counts for `slot`."""
+        measured = self.memory.measured.get(slot.spec.slug)
+        if measured is not None:
+            return measured, "measured"
+        needs_repo = EXECUTORS[slot.spec.executor].needs_repo
+        return estimate_footprint(
+            self.settings.models_dir / slot.spec.slug, needs_repo=needs_repo
+        ), "estimated"
+
+    def _used(self, slots: list[_Slot]) -> int:
+        """Bytes `slots` hold together; slugs sharing one copy of weights count once."""
+        total, counted = 0, set[str]()
+        for s in slots:
+            if not counted & self.registry.weight_mates(s.spec.slug):
+                total += self._footprint(s)[0]
+            counted.add(s.spec.slug)
+        return total
+
+    def _refresh_footprints(self) -> None:
+        """Worker engines grow after their first requests: measure the resident ones again (a thread)."""
+        for s in list(self._slots.values()):
+            if s.loaded and getattr(s.engine, "worker_pid", None) is not None:
+                figure = self.memory.measure(s.engine, None)
+                if figure is not None:
+                    self.memory.measured[s.spec.slug] = figure
 
     async def _make_room_for(self, slot: _Slot) -> None:
-        victims = self._victims_for(slot)
+        """Under the residency lock: evict what `slot` needs gone. A busy victim first serves its queue
+        for up to TALKIES_SWAP_MAX_WAIT (swap fairness, see the module docstring)."""
+        if self.memory.budget is not None:
+            await anyio.to_thread.run_sync(self._refresh_footprints)
+        loop = asyncio.get_running_loop()
+        since = min(slot.wanting.values(), default=loop.time())
+        while True:
+            victims = self._victims_for(slot)
+            victims += self._memory_victims(slot, victims)
+            busy = [v for v in victims if v.pins or v.wanting]
+            if not busy:
+                break
+            held_since = max([since, *(v.resident_since for v in busy)])
+            left = held_since + self.settings.swap_max_wait - loop.time()
+            if left <= 0:
+                break
+            log.debug(
+                "%s waits up to %.1fs for %s to serve its queue",
+                slot.spec.slug,
+                left,
+                ", ".join(v.spec.slug for v in busy),
+            )
+            await self._wait_for_change(left)
+        await self._evict_now(victims, f"to make room for {slot.spec.slug}")
+
+    async def _evict_now(self, victims: list[_Slot], why: str) -> None:
+        """Under the residency lock: take no new requests for `victims`, wait for theirs, unload them."""
         for victim in victims:
             victim.evicting = True
         try:
             for victim in victims:
-                log.info("evicting %s to make room for %s", victim.spec.slug, slot.spec.slug)
+                log.info("evicting %s %s", victim.spec.slug, why)
+                self.events.evicted(victim.spec.slug)
                 await victim.drained.wait()
                 await self._unload(victim)
         finally:
             for victim in victims:
                 victim.evicting = False
+            self._notify()
+
+    async def _fit_after_load(self, slot: _Slot) -> None:
+        """Under the residency lock: a load measured bigger than estimated may overshoot the budget; evict
+        idle models (least recently used first) until the resident set fits again. Busy ones stay."""
+        budget = self.memory.budget
+        if budget is None:
+            return
+        mates = self.registry.weight_mates(slot.spec.slug)
+        others = [s for s in self._slots.values() if s.loaded and s is not slot and s.spec.slug not in mates]
+        idle = sorted(
+            (
+                s
+                for s in others
+                if not (s.pins or s.wanting) and not self.group_rules.protected(s.spec, slot.spec)
+            ),
+            key=lambda s: s.last_used,
+        )
+        going: list[_Slot] = []
+        while idle and self._used([slot, *(s for s in others if s not in going)]) > budget:
+            going.append(idle.pop(0))
+        if going:
+            await self._evict_now(going, f"to fit the memory budget after {slot.spec.slug} loaded")
 
     async def _load(self, slot: _Slot) -> None:
         slug = slot.spec.slug
@@ -262,6 +508,7 @@ class ModelPool:
         worker = asyncio.ensure_future(anyio.to_thread.run_sync(engine.load, abandon_on_cancel=True))
         slot.loading = True
         self._pause_queue_clocks(slot)
+        before = await anyio.to_thread.run_sync(self.memory.usage_now)
         try:
             await asyncio.wait_for(asyncio.shield(worker), timeout)
         except TimeoutError:
@@ -283,11 +530,18 @@ class ModelPool:
         finally:
             slot.loading = False
             self._resume_queue_clocks(slot)
+        figure = await anyio.to_thread.run_sync(self.memory.measure, engine, before)
+        if figure is not None:
+            self.memory.measured[slug] = figure
         slot.engine = engine
         slot.load_error = None
         slot.unload_error = None
+        slot.exited = None
         slot.loaded_at = slot.last_used = self._clock()
+        slot.resident_since = asyncio.get_running_loop().time()
+        self._listen_for_exit(slot, engine)
         log.info("loaded %s in %.2fs", slug, time.monotonic() - started)
+        self.events.loaded(slug, time.monotonic() - started)
 
     def _discard(self, engine: Engine, slug: str) -> None:
         """Clean up after a load that was abandoned (timed out or cancelled) but finished later."""
@@ -310,11 +564,38 @@ class ModelPool:
         del engine
         release_memory()
         log.info("unloaded %s", slug)
+        self.events.unloaded(slug)
 
-    async def _drop_crashed(self, slot: _Slot, engine: Engine) -> None:
+    def _listen_for_exit(self, slot: _Slot, engine: Engine) -> None:
+        """Engines that can stop on their own (an external server) report it; the model is then marked
+        unloaded at once (visible in /api/ps) and its next request loads it again."""
+        listen = getattr(engine, "set_exit_listener", None)
+        if not callable(listen):
+            return
+        loop = asyncio.get_running_loop()
+
+        def exited(code: int) -> None:
+            loop.call_soon_threadsafe(self._engine_exited, slot, engine, code)
+
+        listen(exited)
+
+    def _engine_exited(self, slot: _Slot, engine: Engine, code: int) -> None:
+        if slot.engine is not engine:
+            return
+        slot.exited = f"exited on its own (code {code}); the next request starts it again"
+        log.error("model %s: %s", slot.spec.slug, slot.exited)
+        self.events.engine_failed(slot.spec.slug, "exited")
+        slot.engine = None
+        task = asyncio.get_running_loop().create_task(anyio.to_thread.run_sync(engine.unload))
+        self._background.add(task)  # reaps the child; kept referenced until done
+        task.add_done_callback(self._background.discard)
+
+    async def _drop_crashed(self, slot: _Slot, engine: Engine, cause: str = "crash") -> None:
         if slot.engine is engine:
+            self.events.engine_failed(slot.spec.slug, cause)
             log.error(
-                "model %s: engine worker crashed; marked unloaded, next request reloads it", slot.spec.slug
+                "model %s: engine worker crashed or timed out; marked unloaded, the next request reloads it",
+                slot.spec.slug,
             )
             slot.engine = None
             with contextlib.suppress(Exception):
@@ -324,7 +605,7 @@ class ModelPool:
 
     async def unload(self, slug: str) -> None:
         """Unload one model, after its in-flight requests finish. 404 when unknown or not loaded."""
-        slot = self._slots.get(slug)
+        slot = self._slots.get(self.registry.resolve(slug) or slug)
         if slot is None:
             raise ModelNotFoundError(f"model {slug!r} not found", param="model_id")
         if not slot.loaded:
@@ -347,14 +628,23 @@ class ModelPool:
             finally:
                 for slot in slots:
                     slot.evicting = False
+                self._notify()
+
+    def _ttl(self, spec: ModelSpec) -> float:
+        """A registry entry's `ttl` (0 = never), else TALKIES_MODEL_TTL."""
+        if spec.ttl is not None and spec.ttl >= 0:
+            return float(spec.ttl)
+        return self.settings.model_ttl
 
     async def sweep_once(self) -> list[str]:
-        """Unload every model idle for at least TALKIES_MODEL_TTL. Returns the slugs unloaded."""
-        ttl = self.settings.model_ttl
-        if ttl <= 0:
-            return []
+        """Unload every model idle for at least its ttl (TALKIES_MODEL_TTL unless the registry entry sets
+        `ttl`). Returns the slugs unloaded."""
         now = self._clock()
-        idle = [s for s in self._slots.values() if s.loaded and s.pins == 0 and now - s.last_used >= ttl]
+        idle = [
+            s
+            for s in self._slots.values()
+            if s.loaded and s.pins == 0 and 0 < self._ttl(s.spec) <= now - s.last_used
+        ]
         if idle:
             log.info("sweeper: unloading idle %s", ", ".join(s.spec.slug for s in idle))
             await self._evict(idle)
@@ -367,7 +657,8 @@ class ModelPool:
 
     def start_sweeper(self) -> None:
         interval = self.settings.sweeper_interval
-        if interval > 0 and self.settings.model_ttl > 0 and self._sweeper is None:
+        any_ttl = any(self._ttl(s.spec) > 0 for s in self._slots.values())
+        if interval > 0 and any_ttl and self._sweeper is None:
             self._sweeper = asyncio.create_task(self._sweep_forever(interval), name="talkies-sweeper")
 
     async def _sweep_forever(self, interval: float) -> None:
@@ -385,10 +676,22 @@ class ModelPool:
                 await self._sweeper
             self._sweeper = None
         for slot in self._slots.values():
+            if slot.load_task is not None:  # a load whose waiters all left: let it end, then unload it
+                with contextlib.suppress(Exception):
+                    await slot.load_task
             if slot.loaded:
                 await self._unload(slot)
 
     # --- introspection -------------------------------------------------------------------------------
+
+    def occupancy(self) -> dict[str, tuple[int, int]]:
+        """Every enabled model -> (requests running on it, requests waiting for it)."""
+        return {slug: (s.running, s.waiting) for slug, s in self._slots.items()}
+
+    def memory_summary(self) -> dict[str, Any]:
+        """The budget and what the resident models hold of it (bytes; budget None: no known limit)."""
+        resident = [s for s in self._slots.values() if s.loaded]
+        return {"budget_bytes": self.memory.budget, "used_bytes": self._used(resident)}
 
     def failed_loads(self) -> dict[str, str]:
         return {slug: s.load_error for slug, s in self._slots.items() if s.load_error and not s.loaded}
@@ -397,7 +700,7 @@ class ModelPool:
         now = self._clock()
         rows: list[dict[str, Any]] = []
         for slug, slot in self._slots.items():
-            if not (slot.loaded or slot.unload_error):
+            if not (slot.loaded or slot.unload_error or slot.exited):
                 continue
             row: dict[str, Any] = {
                 "model": slug,
@@ -409,6 +712,11 @@ class ModelPool:
                 "queued": slot.waiting,
                 "unload_error": slot.unload_error,
             }
+            if slot.exited and not slot.loaded:
+                row["exited"] = slot.exited
+            footprint, how = self._footprint(slot)
+            row["memory_bytes"] = footprint
+            row["memory"] = how
             engine = slot.engine
             pid = getattr(engine, "worker_pid", None)
             if pid is not None:
@@ -419,11 +727,6 @@ class ModelPool:
         return rows
 
 
-def release_memory() -> None:
-    """Give freed memory back where we can: a gc pass, and the CUDA cache when torch is in use."""
-    gc.collect()
-    torch = sys.modules.get("torch")
-    if torch is not None:
-        with contextlib.suppress(Exception):
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
+def _alive(engine: Engine | None) -> bool:
+    """False only for an engine that says its process has gone (an external server that exited)."""
+    return bool(getattr(engine, "alive", True))

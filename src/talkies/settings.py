@@ -16,6 +16,8 @@ from pydantic import AfterValidator, BeforeValidator, Field, SecretStr, Validati
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from talkies.errors import ConfigError
+from talkies.memory import parse_budget
+from talkies.netpolicy import UrlAllowlist, check_allowed_host
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
 _UNIT_SECONDS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
@@ -55,8 +57,28 @@ def _check_device(value: str) -> str:
     return value
 
 
+def _check_url_allowlist(value: tuple[str, ...]) -> tuple[str, ...]:
+    UrlAllowlist.parse(value)
+    return value
+
+
+def _check_allowed_hosts(value: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(check_allowed_host(v) for v in value)
+
+
+def _check_budget(value: str) -> str:
+    parse_budget(value)
+    return value
+
+
+def _check_bounded(value: tuple[str, ...]) -> tuple[str, ...]:
+    if len(value) > 256:
+        raise ValueError("at most 256 entries")
+    return value
+
+
 Duration = Annotated[float, BeforeValidator(parse_duration)]
-CsvList = Annotated[tuple[str, ...], NoDecode, BeforeValidator(_split_csv)]
+CsvList = Annotated[tuple[str, ...], NoDecode, BeforeValidator(_split_csv), AfterValidator(_check_bounded)]
 
 
 def default_data_dir() -> Path:
@@ -77,9 +99,25 @@ class Settings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error", "critical"] = "info"
     """Log verbosity."""
     cors_origins: CsvList = ()
-    """Comma-separated origins allowed by CORS ("*" for any). Empty: no CORS headers."""
+    """Comma-separated origins allowed by CORS ("*" for any). Empty: no CORS headers. A browser request that
+    changes state (POST, PUT, PATCH, DELETE, WebSocket) from any other origin than these or the server's own
+    answers 403."""
+    ui: bool = True
+    """Serve the web playground at / and /ui/. false: those routes are not there (404)."""
     auth_token: SecretStr = SecretStr("")
-    """Bearer token (or comma-separated tokens) required on every route but /healthz. Empty: open."""
+    """Bearer token (or comma-separated tokens) required on every route but the probes (/healthz, /readyz).
+    Empty: open."""
+    allowed_hosts: Annotated[CsvList, AfterValidator(_check_allowed_hosts)] = ()
+    """Host header values (names or addresses, any port) the server answers; others get 421 (DNS-rebinding
+    guard, also on the MCP transport). "*" for any. Empty: localhost, 127.0.0.1 and ::1 (plus the bind
+    address when it is a specific one); anything when bound to a non-loopback address with a token set."""
+
+    metrics_public: bool = False
+    """Serve `GET /metrics` without a bearer token (for a Prometheus that sends none). Trade-off: anyone who
+    reaches the port sees request counts, model names and memory figures."""
+    shutdown_grace: Duration = Field(25.0, ge=0, le=3600)
+    """On SIGTERM / SIGINT: /readyz answers 503, new requests 503, and requests in flight get this long to
+    finish before the server stops anyway (then workers are stopped). A second signal stops at once."""
 
     # --- models ------------------------------------------------------------------------------------
     device: Annotated[str, AfterValidator(_check_device)] = "auto"
@@ -90,6 +128,14 @@ class Settings(BaseSettings):
     """Model snapshots under models/<slug>/, staged files under files/."""
     enabled_models: CsvList = ()
     """Ordered whitelist of slugs; empty = every model in the registry."""
+    default_asr_model: str = Field("", max_length=200)
+    """Model slug for a transcription whose `model` field is empty, and where aliases of models
+    that are not enabled go. Empty: the first enabled speech-to-text model."""
+    default_tts_model: str = Field("", max_length=200)
+    """Model for a speech request whose `model` is empty. Empty: the first enabled text-to-speech model."""
+    public_catalog: bool = False
+    """Let `GET /v1/audio/voices` and `GET /v1/audio/models` through without a bearer token (Open WebUI
+    sends those two without one). Trade-off: anyone who reaches the port can list voices and models."""
     preload: CsvList = ()
     """Slugs to load at start-up (counts as use)."""
     model_ttl: Duration = Field(600.0, ge=0)
@@ -98,8 +144,17 @@ class Settings(BaseSettings):
     """How often the sweeper looks for idle models. 0 disables the sweeper."""
     load_timeout: Duration = Field(300.0, gt=0)
     """Longest a model load may take before it is abandoned."""
-    max_loaded_models: int = Field(1, ge=1, le=64)
-    """Models resident at once (least recently used evicted). Registry groups may co-reside beyond it."""
+    max_loaded_models: int = Field(8, ge=1, le=64)
+    """Upper bound on models resident at once (least recently used evicted); the memory budget decides
+    below it. Registry groups may co-reside beyond it."""
+    memory_budget: Annotated[str, AfterValidator(_check_budget)] = Field("", max_length=32)
+    """Memory the resident models may hold together: bytes (8G, 512M) or a percentage of the memory
+    available at start (60%); GPU memory on CUDA. Empty: 80 % of it. A load that does not fit evicts least
+    recently used idle models; a model that can never fit answers 507."""
+    swap_max_wait: Duration = Field(10.0, ge=0, le=3600)
+    """When a load needs the room of a model that is in use, the resident model first serves its queue
+    while requests for the other accumulate, for at most this long; then it takes no new requests, finishes
+    those it has and is swapped out. 0 = swap as soon as its running requests finish."""
     max_queue: int = Field(32, ge=0, le=10_000)
     """Requests that may wait per model; one more answers 429. 0 = no waiting at all."""
     queue_timeout: Duration = Field(300.0, gt=0)
@@ -108,7 +163,8 @@ class Settings(BaseSettings):
     """process: engines holding large native memory run in a worker process per model; inprocess: all
     engines in the server process. A registry entry's `isolation` overrides per model."""
     engine_timeout: Duration = Field(600.0, gt=0)
-    """Longest one engine call (a transcription or a synthesis) may run in a worker before it is killed."""
+    """Longest a worker-process engine call may go without progress (no chunk, no result, no segment the
+    engine reports) before its worker is killed and the request answers 504. Not a cap on a long job."""
     cpu_threads: int = Field(0, ge=0, le=1024)
     """Threads per engine on CPU. 0 = the number of cores available to the process."""
 
@@ -121,9 +177,19 @@ class Settings(BaseSettings):
     """Largest URL download for `file_path`."""
     download_cache_bytes: int = Field(10 * 1024 * 1024 * 1024, ge=0)
     """Bound on files/downloads/; least recently used entries are evicted. 0 = unbounded."""
-    block_private_downloads: bool = False
-    """Refuse URL downloads resolving to private / loopback / reserved addresses. Link-local and
-    cloud-metadata addresses are refused always."""
+    block_private_downloads: bool = True
+    """Refuse URL downloads resolving to private / loopback / reserved addresses unless allow-listed
+    (TALKIES_URL_ALLOWLIST). false: the explicit opt-out, any address but link-local and cloud metadata
+    (refused always)."""
+    url_allowlist: Annotated[CsvList, AfterValidator(_check_url_allowlist)] = ()
+    """Host names, IP addresses and CIDRs (10.0.0.0/8, fd00::/8) whose private addresses URL downloads may
+    reach with TALKIES_BLOCK_PRIVATE_DOWNLOADS on. Link-local and cloud metadata stay refused."""
+    max_input_chars: int = Field(4096, ge=1, le=1_000_000)
+    """Longest speech `input` (characters); longer answers 400 naming the limit."""
+    wav_streaming: bool = False
+    """Stream `response_format=wav` speech as it is synthesized, behind a header that declares an unknown
+    length (0xFFFFFFFF, as OpenAI does). false: a whole-body WAV with exact sizes, unless the request sets
+    `stream_format` (`audio` or `sse`), which always streams."""
 
     # --- VAD slicing -------------------------------------------------------------------------------
     vad_chunk_threshold: Duration = Field(30.0, gt=0)
@@ -137,9 +203,26 @@ class Settings(BaseSettings):
     vad_threshold: float = Field(0.5, gt=0, lt=1)
     """Speech probability threshold."""
 
+    # --- qwen3-tts ----------------------------------------------------------------------------------
+    qwen3_voices_dir: Path | None = None
+    """Built-in Qwen3-TTS reference voices (<name>.wav + .txt transcript + optional .lang). Default: the
+    starter voices shipped with talkies. Custom voices live in $TALKIES_DATA_DIR/custom-voices."""
+
+    # --- Wyoming (Home Assistant) ------------------------------------------------------------------
+    wyoming_uri: str = Field("", max_length=4096, pattern=r"^$|^(tcp|unix)://")
+    """Serve the Wyoming protocol too: tcp://HOST:PORT (e.g. tcp://0.0.0.0:10300) or unix:///path.
+    Empty: off. Wyoming has no authentication: bind it to an interface only trusted clients reach."""
+    wyoming_zeroconf: str = Field("", max_length=63)
+    """Announce the Wyoming server over zeroconf under this name (needs the `wyoming-zeroconf` extra).
+    Empty: no announcement."""
+
     # --- whisper -------------------------------------------------------------------------------------
     whisper_batch_size: int = Field(8, ge=1, le=256)
     """Chunks decoded together by faster-whisper's batched pipeline on long files."""
+
+    # --- NeMo ----------------------------------------------------------------------------------------
+    nemo_batch_size: int = Field(4, ge=1, le=256)
+    """VAD regions of a long file that the NeMo engines (parakeet, canary_*) decode together."""
 
     @property
     def auth_tokens(self) -> tuple[str, ...]:
@@ -152,6 +235,28 @@ class Settings(BaseSettings):
     @property
     def files_dir(self) -> Path:
         return self.data_dir / "files"
+
+    @property
+    def custom_voices_dir(self) -> Path:
+        return self.data_dir / "custom-voices"
+
+    @property
+    def qwen3_voices_path(self) -> Path:
+        if self.qwen3_voices_dir is not None:
+            return self.qwen3_voices_dir
+        from importlib import resources
+
+        return Path(str(resources.files("talkies") / "data" / "qwen3-voices"))
+
+    @property
+    def url_cache_dir(self) -> Path:
+        """Fetched `file_path` URLs: outside `files_dir`, so /v1/files can never reach them."""
+        return self.data_dir / "cache" / "urls"
+
+    @property
+    def upload_tmp_dir(self) -> Path:
+        """Multipart uploads being received (removed when the request ends, and at start-up)."""
+        return self.data_dir / "tmp"
 
 
 def _describe(error: Any) -> str:

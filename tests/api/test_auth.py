@@ -97,11 +97,13 @@ async def test_mounted_app_is_covered(make_settings: Any, fake_factory: FakeFact
 
 def test_websocket_rejected_with_1008(make_settings: Any, fake_factory: FakeFactory) -> None:
     app = make_app(make_settings, fake_factory)
-    with TestClient(app) as client:
-        with pytest.raises(WebSocketDisconnect) as info, client.websocket_connect("/sub/ws"):
+    with TestClient(app, base_url="http://localhost") as client:
+        with pytest.raises(WebSocketDisconnect) as info, client.websocket_connect("ws://localhost/sub/ws"):
             pass
         assert info.value.code == 1008
-        with client.websocket_connect("/sub/ws", headers={"Authorization": f"Bearer {TOKEN}"}) as ws:
+        with client.websocket_connect(
+            "ws://localhost/sub/ws", headers={"Authorization": f"Bearer {TOKEN}"}
+        ) as ws:
             assert ws.receive_text() == "hello"
 
 

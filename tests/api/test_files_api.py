@@ -27,7 +27,7 @@ async def app(make_settings: Callable[..., Settings]) -> AsyncIterator[FastAPI]:
 @pytest.fixture
 async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
     transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://talkies") as http:
+    async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as http:
         yield http
 
 
@@ -36,8 +36,11 @@ def files_root(app: FastAPI) -> Path:
 
 
 async def test_roundtrip(client: httpx.AsyncClient, app: FastAPI) -> None:
-    # `/v1/files//x` carries the path "/x": its leading slash is stripped, as the contract says.
-    put = await client.put("/v1/files//lectures/2026/talk.mp3", content=b"ID3" + b"\x00" * 100)
+    # `/v1/files//x` carries the path "/x": an empty first segment, refused by the staging-name rule.
+    leading = await client.put("/v1/files//lectures/2026/talk.mp3", content=b"ID3")
+    assert leading.status_code == 400
+    assert "leading '/'" in leading.json()["detail"]
+    put = await client.put("/v1/files/lectures/2026/talk.mp3", content=b"ID3" + b"\x00" * 100)
     assert put.status_code == 201
     assert put.json() == {"path": "lectures/2026/talk.mp3", "size": 103}
     listing = (await client.get("/v1/files")).json()["files"]
@@ -118,7 +121,7 @@ async def _call(
         "raw_path": raw_path,
         "query_string": b"",
         "root_path": "",
-        "headers": [(b"host", b"talkies")],
+        "headers": [(b"host", b"localhost")],
         "client": ("127.0.0.1", 1),
         "server": ("talkies", 80),
         "state": {},
@@ -175,7 +178,7 @@ async def test_auth_required(make_settings: Callable[..., Settings]) -> None:
     application = create_app(make_settings(auth_token="s3cret"))
     async with application.router.lifespan_context(application):
         transport = httpx.ASGITransport(app=application)
-        async with httpx.AsyncClient(transport=transport, base_url="http://talkies") as http:
+        async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as http:
             assert (await http.get("/v1/files")).status_code == 401
             assert (await http.put("/v1/files/a.txt", content=b"x")).status_code == 401
             ok = await http.put("/v1/files/a.txt", content=b"x", headers={"Authorization": "Bearer s3cret"})

@@ -20,8 +20,8 @@ from fastapi import FastAPI
 from talkies.api.app import create_app
 from talkies.engines import EXECUTORS
 from talkies.engines.base import SpeechRequest, TranscriptionRequest
-from talkies.engines.host import ProcessEngine
-from talkies.errors import WorkerCrashedError
+from talkies.errors import EngineTimeoutError
+from talkies.workers import ProcessEngine
 from tests.fakes import FakeClock
 from tests.server import asgi_client
 
@@ -139,7 +139,7 @@ async def test_a_hung_worker_is_killed_and_the_model_reloads(make_settings: Any)
             request = TranscriptionRequest(np.zeros(16), prompt="hang")
             await anyio.to_thread.run_sync(engine.transcribe, request)
 
-    with pytest.raises(WorkerCrashedError, match="TALKIES_ENGINE_TIMEOUT"):
+    with pytest.raises(EngineTimeoutError, match="TALKIES_ENGINE_TIMEOUT"):
         await hang()
     [pid] = pids
     assert not psutil.pid_exists(pid)

@@ -21,7 +21,7 @@ import openai
 import pytest
 
 from talkies.api.app import create_app
-from talkies.engines.kokoro_voices import CATALOG
+from talkies.engines.kokoro.voices import CATALOG
 from talkies.settings import load_settings
 from tests.fixtures.cache import install_snapshot
 from tests.fixtures.kokoro import install_kokoro, install_kokoro_onnx
@@ -71,6 +71,7 @@ def make_settings(root: Path, isolation: str = "inprocess") -> Any:
         engine_isolation=isolation,
         device="cpu",
         cpu_threads=1,  # two threads on a busy two-core box are slower than one
+        max_loaded_models=1,  # Kokoro and Whisper evict each other (test_kokoro_and_whisper_evict_each_other)
     )
 
 
@@ -159,10 +160,8 @@ def test_duration_follows_text_speed_and_default_voice(client: httpx.Client, mod
     assert 0.2 < short / 24_000 < 2.0
     long = samples(client, model, "Hi there, how are you today?")
     fast = samples(client, model, "Hi there, how are you today?", speed=2.0)
-    clamped = samples(client, model, "Hi there, how are you today?", speed=100)
     assert long > 2 * short
     assert 0.55 < fast / long < 0.8
-    assert clamped < fast  # clamped to 4.0, not refused
     assert samples(client, model, "Hi.") == short  # no voice: the default, af_heart
     assert samples(client, model, "Hi.", voice="af_heart") == short
 

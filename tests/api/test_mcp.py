@@ -59,7 +59,7 @@ async def test_initialize_list_tools_and_files(server: str) -> None:
         data = bytes(range(256)) * 4
         put = _payload(
             await session.call_tool(
-                "put_file", {"path": "/mcp/clip.bin", "content_base64": base64.b64encode(data).decode()}
+                "put_file", {"path": "mcp/clip.bin", "content_base64": base64.b64encode(data).decode()}
             )
         )
         assert put == {"path": "mcp/clip.bin", "size": 1024}
@@ -72,9 +72,10 @@ async def test_initialize_list_tools_and_files(server: str) -> None:
         missing = await session.call_tool("get_file", {"path": "mcp/clip.bin"})
         assert missing.is_error
         assert "not found" in missing.content[0].text
-        hostile = await session.call_tool("put_file", {"path": "../escape", "content_base64": "eA=="})
-        assert hostile.is_error
-        assert "invalid path" in hostile.content[0].text
+        for name in ("../escape", "/mcp/clip.bin", "~/.ssh/x", ".hidden"):
+            hostile = await session.call_tool("put_file", {"path": name, "content_base64": "eA=="})
+            assert hostile.is_error
+            assert "invalid path" in hostile.content[0].text
         too_big = await session.call_tool(
             "put_file",
             {"path": "big.bin", "content_base64": base64.b64encode(b"x" * (64 * 1024 + 1)).decode()},

@@ -21,7 +21,7 @@ from talkies.api.app import create_app
 from tests.api.audio_helpers import VOICE, weightfree_settings, word_overlap
 from tests.server import serve
 
-pytestmark = [pytest.mark.slow, pytest.mark.anyio]
+pytestmark = [pytest.mark.slow, pytest.mark.anyio, pytest.mark.pinned_isolation]
 SENTENCE = "The weather is nice today."
 SPOKEN = "Please call me tomorrow morning."
 

@@ -16,7 +16,7 @@ from talkies.api.app import create_app
 from tests.api.audio_helpers import SENTENCE_A, VOICE, weightfree_settings, word_overlap
 from tests.server import asgi_client, serve
 
-pytestmark = [pytest.mark.slow, pytest.mark.anyio]
+pytestmark = [pytest.mark.slow, pytest.mark.anyio, pytest.mark.pinned_isolation]
 
 TTS = "espeak-ng"
 SENTENCE = "The weather is nice today. Please call me tomorrow morning."
@@ -93,15 +93,18 @@ async def test_mp3_is_the_default(client: httpx.AsyncClient) -> None:
     assert _is_mp3(response.content)
 
 
-async def test_speed_changes_duration_and_is_clamped(client: httpx.AsyncClient) -> None:
+async def test_speed_changes_duration_and_is_refused_outside_openai_range(client: httpx.AsyncClient) -> None:
     lengths = {}
-    for speed in (0.5, 1.0, 2.0, 100.0):
+    for speed in (0.5, 1.0, 2.0):
         response = await speak(client, response_format="pcm", speed=speed)
         assert response.status_code == 200
         lengths[speed] = len(response.content)
     assert lengths[0.5] > 1.5 * lengths[1.0]
     assert lengths[2.0] < 0.7 * lengths[1.0]
-    assert lengths[100.0] <= lengths[2.0]  # clamped to 4.0, not an error
+    for speed in (0.1, 100.0):
+        response = await speak(client, response_format="pcm", speed=speed)
+        assert response.status_code == 400  # OpenAI's 0.25-4.0, never clamped
+        assert response.json()["error"]["param"] == "speed"
 
 
 async def test_espeak_voices_by_their_own_names(client: httpx.AsyncClient) -> None:
@@ -140,7 +143,8 @@ async def test_voices_catalog(client: httpx.AsyncClient) -> None:
     names = {v["voice"] for v in voices}
     assert {"en-us", "fr-fr", "de", VOICE} <= names
     assert [v["voice"] for v in voices if v["default"]] == [VOICE]
-    assert all(set(v) == {"voice", "model", "default"} for v in voices)
+    assert all(set(v) == {"id", "name", "voice", "model", "default", "aliases"} for v in voices)
+    assert all(v["id"] == v["name"] == v["voice"] for v in voices)  # Open WebUI reads id / name
     filtered = (await client.get("/v1/audio/voices", params={"model": TTS})).json()["voices"]
     assert filtered == voices
     assert (await client.get("/v1/audio/voices", params={"model": "nope"})).status_code == 404

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import importlib.util
 import logging
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,7 @@ from fastapi import FastAPI
 from talkies.api.app import create_app
 from talkies.errors import ConfigError
 from talkies.settings import load_settings
+from tests.api.audio_helpers import silence, write_wav
 from tests.conftest import REPO_ROOT
 from tests.fakes import FakeFactory
 from tests.server import asgi_client, serve
@@ -35,7 +37,8 @@ async def test_boots_on_shipped_registry(registry: str, tmp_path: Path) -> None:
     assert "whisper-large-v3" in health["models"]
     assert models["object"] == "list"
     assert {m["modality"] for m in models["data"]} == {"asr", "tts"}
-    assert ps == {"models": []}
+    assert ps["models"] == []
+    assert ps["memory"]["used_bytes"] == 0
 
 
 async def test_models_list_and_get(make_settings: Any, fake_factory: FakeFactory) -> None:
@@ -54,13 +57,27 @@ async def test_models_list_and_get(make_settings: Any, fake_factory: FakeFactory
     assert body["error"]["code"] == "model_not_found"
 
 
-async def test_unavailable_model_listed_with_reason(make_settings: Any, fake_factory: FakeFactory) -> None:
+async def test_unavailable_model_listed_with_reason(
+    make_settings: Any, fake_factory: FakeFactory, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    wav = write_wav(tmp_path / "one.wav", [silence(1.0)]).read_bytes()
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "nemo" else real(name, *a)
+    )
     models = {"canary": {"executor": "canary_multitask", "repo": "nvidia/canary-180m-flash"}}
     app = make_app(make_settings, fake_factory, models=models)
     async with asgi_client(app) as client:
         card = (await client.get("/v1/models/canary")).json()
+        response = await client.post(
+            "/v1/audio/transcriptions",
+            data={"model": "canary"},
+            files={"file": ("a.wav", wav, "audio/wav")},
+        )
     assert card["available"] is False
-    assert "not built" in card["unavailable_reason"]
+    assert "pip install 'talkies[nemo]'" in card["unavailable_reason"]
+    assert response.status_code == 503, response.text
+    assert "talkies[nemo]" in response.json()["detail"]
 
 
 async def test_ps_delete_and_unload(make_settings: Any, fake_factory: FakeFactory) -> None:
@@ -82,7 +99,7 @@ async def test_ps_delete_and_unload(make_settings: Any, fake_factory: FakeFactor
         assert again.status_code == 404
         assert (await client.delete("/api/ps/unknown")).status_code == 404
         assert (await client.post("/unload")).json() == {"unloaded": ["tts-a"]}
-        assert (await client.get("/api/ps")).json() == {"models": []}
+        assert (await client.get("/api/ps")).json()["models"] == []
 
 
 async def test_healthz_reports_failed_loads(make_settings: Any, fake_factory: FakeFactory) -> None:

@@ -17,7 +17,7 @@ from talkies.api.app import create_app
 from tests.api.audio_helpers import SENTENCE_A, speak, weightfree_settings, write_wav
 from tests.server import asgi_client, serve
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.pinned_isolation]
 
 BOUNDARY = "talkiesboundary"
 MB = 1024 * 1024
@@ -113,7 +113,7 @@ def test_declared_length_over_cap_is_413_before_the_body(tmp_path: Path) -> None
         url = urlsplit(base_url)
         with socket.create_connection((url.hostname, url.port), timeout=10) as sock:
             sock.sendall(
-                b"POST /v1/audio/transcriptions HTTP/1.1\r\nHost: x\r\n"
+                b"POST /v1/audio/transcriptions HTTP/1.1\r\nHost: 127.0.0.1\r\n"
                 + f"Content-Type: multipart/form-data; boundary={BOUNDARY}\r\n".encode()
                 + f"Content-Length: {50 * MB}\r\n\r\n".encode()
             )

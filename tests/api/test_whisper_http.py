@@ -104,6 +104,8 @@ def audio(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 def post(client: httpx.Client, endpoint: str, path: Path, **fields: Any) -> httpx.Response:
     data = {"model": WHISPER, "temperature": "0", **fields}
+    if fields.get("response_format") == "verbose_json" and endpoint == "transcriptions":
+        data.setdefault("timestamp_granularities[]", "word")  # words only when asked (issue 11)
     with path.open("rb") as f:
         return client.post(f"/v1/audio/{endpoint}", data=data, files={"file": (path.name, f, "audio/wav")})
 
@@ -122,7 +124,8 @@ def check_verbose(body: dict[str, Any], task: str) -> None:
             assert isinstance(seg[key], float), (key, seg)
             assert math.isfinite(seg[key])
         assert 0.0 <= seg["no_speech_prob"] <= 1.0
-    assert body["words"], "word timestamps"
+    # translations have no timestamp_granularities[]: no word pass (issue 11)
+    assert bool(body["words"]) == (task == "transcribe"), "word timestamps only when asked"
     for word in body["words"]:
         assert isinstance(word["probability"], float)
         assert 0.0 <= word["probability"] <= 1.0
@@ -368,3 +371,79 @@ def test_translation_checks_the_language_of_a_worker_process_engine(tmp_path: Pa
         assert response.status_code == 400
         assert response.json()["error"]["param"] == "language"
         assert "valid codes: en, zh" in response.json()["detail"]
+
+
+def bounded_process_engine(spec: ModelSpec, context: EngineContext) -> Engine:
+    """Every engine in a worker process (the host streams transcription segments back), whisper bounded."""
+    from talkies.registry.schema import EXECUTORS
+    from talkies.workers import ProcessEngine
+
+    if spec.executor == "whisper":
+        context = replace(context, options={**context.options, **BOUNDED})
+    target = EXECUTORS[spec.executor].target
+    assert target is not None
+    return ProcessEngine(spec, context, target=target)
+
+
+def check_stream_matches_plain(sdk: openai.OpenAI, path: Path, **kwargs: Any) -> None:
+    with path.open("rb") as f:
+        plain = sdk.audio.transcriptions.create(model=WHISPER, file=f, temperature=0, **kwargs).text
+    with path.open("rb") as f:
+        events = list(
+            sdk.audio.transcriptions.create(model=WHISPER, file=f, temperature=0, stream=True, **kwargs)
+        )
+    assert events[-1].type == "transcript.text.done"
+    deltas = [e.delta for e in events if e.type == "transcript.text.delta"]
+    assert events[-1].text == plain
+    assert "".join(deltas) == plain
+    assert bool(deltas) == bool(plain)
+    assert events[-1].usage.type == "duration"
+
+
+def test_streamed_transcription_in_process(base_url: str, audio: dict[str, Path]) -> None:
+    sdk = openai.OpenAI(base_url=f"{base_url}/v1", api_key="unused", max_retries=0, timeout=300)
+    check_stream_matches_plain(sdk, audio["short"], language="en")
+    check_stream_matches_plain(sdk, audio["long"], language="en")  # VAD regions, batched path
+
+
+def test_streamed_transcription_through_the_worker_host(tmp_path: Path, audio: dict[str, Path]) -> None:
+    data_dir = tmp_path / "data"
+    install_snapshot(build_whisper("micro"), data_dir, WHISPER)
+    registry = tmp_path / "models.json"
+    registry.write_text(
+        json.dumps({"models": {WHISPER: {"executor": "whisper", "repo": "test/whisper-micro"}}})
+    )
+    settings = load_settings(
+        models_file=registry, data_dir=data_dir, device="cpu", cpu_threads=1, sweeper_interval=0
+    )
+    with serve(create_app(settings, engine_factory=bounded_process_engine)) as url:
+        sdk = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0, timeout=300)
+        check_stream_matches_plain(sdk, audio["short"], language="en")
+
+
+def test_logprobs_and_words_only_when_asked(base_url: str, audio: dict[str, Path]) -> None:
+    sdk = openai.OpenAI(base_url=f"{base_url}/v1", api_key="unused", max_retries=0, timeout=300)
+    with audio["short"].open("rb") as f:
+        verbose = sdk.audio.transcriptions.create(
+            model=WHISPER,
+            file=f,
+            language="en",
+            response_format="verbose_json",
+            timestamp_granularities=["segment"],
+        )
+    assert not verbose.words  # no word pass unless asked
+    with audio["short"].open("rb") as f:
+        with_probs = sdk.audio.transcriptions.create(
+            model=WHISPER, file=f, language="en", temperature=0, include=["logprobs"]
+        )
+    assert with_probs.logprobs is not None
+    for entry in with_probs.logprobs:
+        assert isinstance(entry.token, str)
+        assert entry.logprob <= 0.0
+        assert entry.bytes == list(entry.token.encode())
+    assert "".join(e.token for e in with_probs.logprobs).strip() == with_probs.text.strip()
+    with (
+        audio["short"].open("rb") as f,
+        pytest.raises(openai.BadRequestError, match=f"models that can: {WHISPER}"),
+    ):
+        sdk.audio.transcriptions.create(model=SPHINX, file=f, include=["logprobs"])

@@ -40,7 +40,7 @@ def total_rss(process: psutil.Process | None = None) -> int:
 
 
 def settle() -> None:
-    from talkies.pool import release_memory
+    from talkies.engines.common import release_memory
 
     release_memory()
     time.sleep(0.3)

@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 
 from talkies.engines.base import TTS_SAMPLE_RATE, EngineContext, SpeechRequest, Synthesizer
-from talkies.engines.kokoro_base import KokoroBase
-from talkies.engines.kokoro_voices import CATALOG, parse_voice
+from talkies.engines.kokoro.base import KokoroBase
+from talkies.engines.kokoro.voices import CATALOG, parse_voice
 from talkies.errors import UnknownVoiceError
 from talkies.registry import ModelSpec
 from tests.fixtures.kokoro import install_kokoro, install_kokoro_onnx
@@ -25,12 +25,17 @@ from tests.fixtures.kokoro import install_kokoro, install_kokoro_onnx
 pytestmark = pytest.mark.slow
 
 EXECUTORS = {
-    "kokoro": ("kokoro-82m", "hexgrad/Kokoro-82M", install_kokoro, "talkies.engines.kokoro:KokoroEngine"),
+    "kokoro": (
+        "kokoro-82m",
+        "hexgrad/Kokoro-82M",
+        install_kokoro,
+        "talkies.engines.kokoro.pytorch:KokoroEngine",
+    ),
     "kokoro_nvidia": (
         "kokoro-82m-nvidia",
         "nvidia/kokoro-82M-onnx-opt",
         install_kokoro_onnx,
-        "talkies.engines.kokoro_onnx:KokoroOnnxEngine",
+        "talkies.engines.kokoro.onnx:KokoroOnnxEngine",
     ),
 }
 

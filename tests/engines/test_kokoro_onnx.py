@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from talkies.engines.base import EngineContext
-from talkies.engines.kokoro_onnx import KokoroOnnxEngine, VoiceStore, read_vocab, split_phonemes
+from talkies.engines.kokoro.onnx import KokoroOnnxEngine, VoiceStore, read_vocab, split_phonemes
 from talkies.registry import ModelSpec
 from tests.fixtures.kokoro import SNAPSHOT_VOICES, build_kokoro_onnx
 
@@ -32,7 +32,7 @@ def test_no_torch_on_the_onnx_path(tmp_path: Path) -> None:
         import sys
         from pathlib import Path
         from talkies.engines.base import EngineContext, SpeechRequest
-        from talkies.engines.kokoro_onnx import KokoroOnnxEngine
+        from talkies.engines.kokoro.onnx import KokoroOnnxEngine
         from talkies.registry import ModelSpec
         spec = ModelSpec(slug="k", executor="kokoro_nvidia", repo="nvidia/kokoro-82M-onnx-opt")
         engine = KokoroOnnxEngine(spec, EngineContext(slug="k", model_dir=Path({str(snapshot)!r}),

@@ -18,8 +18,9 @@ from talkies.engines.base import (
     TranscriptionRequest,
     Word,
 )
+from talkies.engines.common import group_words
 from talkies.engines.espeak import parse_wav
-from talkies.engines.pocketsphinx import PocketsphinxEngine, clean_word, group_words
+from talkies.engines.pocketsphinx import PocketsphinxEngine, clean_word
 from talkies.errors import CapabilityError, UnsupportedLanguageError
 from talkies.registry import ModelSpec
 

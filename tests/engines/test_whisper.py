@@ -20,8 +20,8 @@ from faster_whisper import BatchedInferencePipeline
 
 from talkies.engines import create_engine
 from talkies.engines.base import EngineContext, Region, Transcriber, TranscriptionRequest, TranscriptionResult
-from talkies.engines.whisper import WHISPER_LANGUAGES, WhisperEngine
-from talkies.engines.whisper_timeline import DEFAULT_REGION_GAP, clip_timestamps
+from talkies.engines.whisper.engine import WHISPER_LANGUAGES, WhisperEngine
+from talkies.engines.whisper.timeline import DEFAULT_REGION_GAP, clip_timestamps
 from talkies.errors import CapabilityError, EngineError, ModelLoadError, UnsupportedLanguageError
 from talkies.registry import ModelSpec
 from tests.fixtures.cache import install_snapshot

@@ -74,7 +74,7 @@ def test_serve_with_shipped_cpu_registry(tmp_path: Path) -> None:
         assert "kokoro-82m" in health["models"]
         models = httpx.get(f"{base}/v1/models").json()
         assert len(models["data"]) == len(health["models"])
-        assert httpx.get(f"{base}/api/ps").json() == {"models": []}
+        assert httpx.get(f"{base}/api/ps").json()["models"] == []
     finally:
         proc.terminate()
         _, err = proc.communicate(timeout=30)

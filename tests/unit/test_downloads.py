@@ -18,6 +18,7 @@ import httpcore
 import pytest
 
 from talkies.errors import DownloadError, InvalidPathError, StagedFileNotFoundError
+from talkies.netpolicy import UrlAllowlist
 from talkies.services.downloads import Downloader, cache_name, refusal_reason, resolve_file_path
 from talkies.services.files import FileStore
 
@@ -41,6 +42,8 @@ class _Handler(BaseHTTPRequestHandler):
             left = int(path.rsplit("/", 1)[1])
             target = "/clip.wav" if left <= 1 else f"/redirect/{left - 1}"  # N hops in all
             self._send(302, b"", {"Location": target})
+        elif path == "/to-loopback":
+            self._send(302, b"", {"Location": f"http://127.0.0.1:{self.server.server_address[1]}/clip.wav"})
         elif path == "/to-metadata":
             self._send(302, b"", {"Location": "http://169.254.169.254/latest/meta-data/"})
         elif path == "/stall":
@@ -130,14 +133,19 @@ def backend() -> RecordingBackend:
     return RecordingBackend()
 
 
+LOOPBACK_TRUSTED = UrlAllowlist.parse(["127.0.0.0/8"])
+
+
 def _downloader(store: FileStore, backend: RecordingBackend, **kwargs: typing.Any) -> Downloader:
+    """A downloader with the guard on (the default) and loopback, where the test servers live, trusted."""
     kwargs.setdefault("max_bytes", 100_000)
-    return Downloader(store, network_backend=backend, connect_timeout=2, read_timeout=5, **kwargs)
+    kwargs.setdefault("allowlist", LOOPBACK_TRUSTED)
+    kwargs.setdefault("read_timeout", 5)
+    return Downloader(store, network_backend=backend, connect_timeout=2, **kwargs)
 
 
 def _download_files(store: FileStore) -> list[str]:
-    directory = store.root / "downloads"
-    return sorted(p.name for p in directory.iterdir()) if directory.exists() else []
+    return sorted(p.name for p in store.root.iterdir())
 
 
 async def test_downloads_once_then_hits_the_cache(
@@ -147,12 +155,12 @@ async def test_downloads_once_then_hits_the_cache(
     url = f"{server.base}/clip.wav"
     first = await downloads.fetch(url)
     second = await downloads.fetch(url)
-    assert first == second == store.root / "downloads" / cache_name(url)
+    assert first == second == store.root / cache_name(url)
     assert first.read_bytes() == CLIP
     assert server.hits["/clip.wav"] == 1
     assert cache_name(url).endswith("-clip.wav")
     assert len(cache_name(url).split("-")[0]) == 16
-    assert [f["path"] for f in store.list_sync()] == [f"downloads/{cache_name(url)}"]
+    assert [f["path"] for f in store.list_sync()] == [cache_name(url)]
 
 
 async def test_concurrent_requests_fetch_once(
@@ -208,7 +216,7 @@ async def test_size_cap_removes_partial_file(
 
 
 async def test_read_timeout(server: _Server, store: FileStore, backend: RecordingBackend) -> None:
-    downloads = Downloader(store, max_bytes=100_000, network_backend=backend, read_timeout=0.3)
+    downloads = _downloader(store, backend, read_timeout=0.3)
     with pytest.raises(DownloadError, match="ReadTimeout"):
         await downloads.fetch(f"{server.base}/stall")
     assert _download_files(store) == []
@@ -228,7 +236,7 @@ async def test_http_errors_and_bad_urls(server: _Server, store: FileStore, backe
 async def test_private_address_refused_with_guard_on(
     server: _Server, store: FileStore, backend: RecordingBackend
 ) -> None:
-    downloads = _downloader(store, backend, block_private=True)
+    downloads = _downloader(store, backend, block_private=True, allowlist=None)
     with pytest.raises(DownloadError, match="not a public address"):
         await downloads.fetch(f"{server.base}/clip.wav")
     assert backend.dialled == []
@@ -283,7 +291,7 @@ async def test_dns_rebinding_cannot_reach_loopback(
         calls.append(host)
         return [next(answers)]
 
-    downloads = _downloader(store, backend, block_private=True, resolver=rebinding_resolver)
+    downloads = _downloader(store, backend, allowlist=None, resolver=rebinding_resolver)
     with pytest.raises(DownloadError, match="could not fetch"):
         await downloads.fetch(f"http://rebind.example:{server.port}/clip.wav")
     assert calls == ["rebind.example"]  # resolved once
@@ -354,10 +362,12 @@ def test_refusal_table() -> None:
     assert refusal_reason(ipaddress.ip_address("2606:2800:220:1::1"), block_private=True) is None
 
 
-async def test_resolve_file_path(server: _Server, store: FileStore, backend: RecordingBackend) -> None:
-    downloads = _downloader(store, backend)
+async def test_resolve_file_path(
+    server: _Server, store: FileStore, backend: RecordingBackend, tmp_path: Path
+) -> None:
+    downloads = _downloader(FileStore(tmp_path / "url-cache", max_upload_bytes=1000), backend)
     store.put_bytes_sync("staged/clip.wav", b"RIFF")
-    assert await resolve_file_path("/staged/clip.wav", files=store, downloads=downloads) == (
+    assert await resolve_file_path("staged/clip.wav", files=store, downloads=downloads) == (
         store.root / "staged" / "clip.wav"
     )
     with pytest.raises(StagedFileNotFoundError):
@@ -430,3 +440,55 @@ async def test_https_to_a_pinned_address_keeps_sni_and_certificate_checks(
     # The certificate is still checked against the hostname: another name on the same address fails.
     with pytest.raises(DownloadError, match=r"(?i)certificate"):
         await downloads.fetch(f"https://other.example:{srv.port}/clip.wav")
+
+
+async def test_default_guard_refuses_loopback_and_the_allowlist_opens_it(
+    server: _Server, store: FileStore, backend: RecordingBackend
+) -> None:
+    url = f"{server.base}/clip.wav"
+    default = Downloader(store, max_bytes=100_000, network_backend=backend)  # nothing configured
+    with pytest.raises(DownloadError, match="TALKIES_URL_ALLOWLIST"):
+        await default.fetch(url)
+    other = _downloader(store, backend, allowlist=UrlAllowlist.parse(["10.0.0.0/8", "nas.lan"]))
+    with pytest.raises(DownloadError, match="not a public address"):
+        await other.fetch(url)
+    assert backend.dialled == []
+    assert sum(server.hits.values()) == 0
+    by_cidr = _downloader(store, backend, allowlist=UrlAllowlist.parse(["127.0.0.0/8"]))
+    assert (await by_cidr.fetch(url)).read_bytes() == CLIP
+    by_name = _downloader(store, backend, allowlist=UrlAllowlist.parse(["LocalHost"]))
+    assert (await by_name.fetch(f"http://localhost:{server.port}/blob")).read_bytes() == b"b" * 1000
+
+
+async def test_redirect_from_a_trusted_host_to_an_untrusted_private_address_is_refused(
+    server: _Server, store: FileStore, backend: RecordingBackend
+) -> None:
+    downloads = _downloader(store, backend, allowlist=UrlAllowlist.parse(["localhost"]))
+    with pytest.raises(DownloadError, match=r"127\.0\.0\.1 is not a public address"):
+        await downloads.fetch(f"http://localhost:{server.port}/to-loopback")
+    assert server.hits["/to-loopback"] == 1
+    assert server.hits["/clip.wav"] == 0
+
+
+async def test_the_allowlist_never_opens_link_local_or_metadata(
+    store: FileStore, backend: RecordingBackend
+) -> None:
+    downloads = _downloader(store, backend, allowlist=UrlAllowlist.parse(["169.254.0.0/16", "fe80::/10"]))
+    for url in ("http://169.254.169.254/latest/meta-data/", "http://[fe80::1]/"):
+        with pytest.raises(DownloadError, match="link-local or cloud-metadata"):
+            await downloads.fetch(url)
+    assert backend.dialled == []
+
+
+def test_allowlist_entries() -> None:
+    allow = UrlAllowlist.parse(["192.168.1.0/24", " NAS.lan. ", "[fd00::1]", "10.1.2.3"])
+    assert allow.allows_host("nas.lan")
+    assert allow.allows_host("NAS.LAN.")
+    assert not allow.allows_host("evil.lan")
+    assert allow.allows_address(ipaddress.ip_address("192.168.1.77"))
+    assert allow.allows_address(ipaddress.ip_address("fd00::1"))
+    assert allow.allows_address(ipaddress.ip_address("10.1.2.3"))
+    assert not allow.allows_address(ipaddress.ip_address("10.1.2.4"))
+    for bad in ("http://x", "a b", "10.0.0.0/33", "-x.lan"):
+        with pytest.raises(ValueError, match="neither"):
+            UrlAllowlist.parse([bad])

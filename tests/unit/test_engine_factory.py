@@ -9,9 +9,9 @@ import pytest
 
 from talkies.engines import EXECUTORS, isolation_for, make_engine_factory
 from talkies.engines.base import EngineContext
-from talkies.engines.host import ProcessEngine, ProcessTranscriber
 from talkies.registry import ModelSpec
 from talkies.settings import load_settings
+from talkies.workers import ProcessEngine, ProcessTranscriber
 from tests.engines.fake_engines import EchoTranscriber
 
 FAKE = "tests.engines.fake_engines:EchoTranscriber"
@@ -35,18 +35,20 @@ def _context() -> EngineContext:
 @pytest.mark.parametrize(
     ("setting", "executor", "override", "expected"),
     [
+        (None, "whisper", None, "process"),
+        (None, "pocketsphinx", None, "process"),  # weight-free, but holds the GIL for a whole utterance
         ("process", "whisper", None, "process"),
         ("inprocess", "whisper", None, "inprocess"),
+        ("inprocess", "pocketsphinx", None, "inprocess"),  # the setting, once set, applies to every executor
         ("process", "whisper", "inprocess", "inprocess"),
         ("inprocess", "whisper", "process", "process"),
-        ("process", "pocketsphinx", None, "inprocess"),  # weight-free: in-process by default
-        ("process", "pocketsphinx", "process", "process"),
+        ("inprocess", "pocketsphinx", "process", "process"),  # the registry field still wins
     ],
 )
-def test_isolation_is_the_registry_field_then_the_executor_default_then_the_setting(
-    setting: str, executor: str, override: str | None, expected: str
+def test_isolation_is_the_registry_field_then_the_setting_then_the_executor_default(
+    setting: str | None, executor: str, override: str | None, expected: str
 ) -> None:
-    settings = load_settings(engine_isolation=setting)
+    settings = load_settings(**({} if setting is None else {"engine_isolation": setting}))
     spec = _spec(executor, isolation=override)
     assert isolation_for(spec, settings) == expected
 
@@ -56,6 +58,24 @@ def test_isolation_is_the_registry_field_then_the_executor_default_then_the_sett
         assert isinstance(engine, ProcessTranscriber)
     else:
         assert type(engine) is EchoTranscriber
+
+
+@pytest.mark.parametrize(("setting", "expected"), [(None, "inprocess"), ("process", "process")])
+def test_espeak_stays_in_the_server_unless_the_setting_says_otherwise(
+    setting: str | None, expected: str
+) -> None:
+    settings = load_settings(**({} if setting is None else {"engine_isolation": setting}))
+    assert isolation_for(_spec("espeak"), settings) == expected
+
+
+@pytest.mark.parametrize("setting", [None, "process", "inprocess"])
+def test_an_external_process_model_always_stays_in_the_server(setting: str | None) -> None:
+    """Its engine is a handle on a child process; a worker process around it would only add a hop."""
+    settings = load_settings(**({} if setting is None else {"engine_isolation": setting}))
+    spec = ModelSpec.model_validate(
+        {"executor": "process", "slug": "m", "modality": "asr", "cmd": "server --port ${PORT}"}
+    )
+    assert isolation_for(spec, settings) == "inprocess"
 
 
 def test_process_engines_get_the_timeouts_from_settings() -> None:

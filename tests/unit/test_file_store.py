@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from talkies.errors import InvalidPathError, PayloadTooLargeError, StagedFileNotFoundError
-from talkies.services.files import FileStore, split_path
+from talkies.services.files import NAME_RULE, FileStore, decode_raw_path, split_path
 
 pytestmark = pytest.mark.anyio
 
@@ -30,7 +30,45 @@ HOSTILE_PATHS = [
     "//etc/passwd",
     "a/b/",
     "clip.wav.part",
+    "/lectures/a.wav",
+    "~/.ssh/authorized_keys",
+    "a/~b.wav",
+    "..;/x",
+    ".hidden",
+    "a/.git/config",
+    "\udcc0\udcae\udcc0\udcae/x",  # %c0%ae%c0%ae (overlong '.') as decode_raw_path hands it over
+    "x\udcff.wav",
+    "x\n.wav",
+    "x\x1b[31m.wav",
+    "x\x7f.wav",
+    "x\x85.wav",
+    "x\u2028.wav",
+    "/".join(["d"] * 17),
+    "x" * 256,
+    "/".join(["y" * 200] * 6),
 ]
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["a.wav", "lectures/2026-03-15/talk.mp3", "日本語/音声.wav", "a b/c (1).wav", "x.part.wav", "a/b~.wav"],
+)
+def test_ordinary_names_are_accepted(store: FileStore, path: str) -> None:
+    assert split_path(path) == path.split("/")
+    assert store.resolve(path) == store.root.joinpath(*path.split("/"))
+
+
+def test_the_refusal_names_the_rule() -> None:
+    with pytest.raises(InvalidPathError) as info:
+        split_path("~/.ssh/x")
+    assert "starts with '~'" in info.value.message
+    assert NAME_RULE in info.value.message
+
+
+def test_decode_raw_path_keeps_invalid_utf8_visible() -> None:
+    assert decode_raw_path(b"a%20b/%E6%97%A5.wav") == "a b/日.wav"
+    with pytest.raises(InvalidPathError, match="not valid UTF-8"):
+        split_path(decode_raw_path(b"%c0%ae%c0%ae/x"))
 
 
 @pytest.fixture
@@ -58,13 +96,14 @@ async def test_hostile_paths_are_rejected_everywhere(store: FileStore, path: str
     assert not list(store.root.parent.rglob("passwd"))
 
 
-def test_leading_slash_is_stripped(store: FileStore) -> None:
-    assert store.resolve("/foo/bar/clip.mp3") == store.root / "foo" / "bar" / "clip.mp3"
+def test_leading_slash_is_refused(store: FileStore) -> None:
+    with pytest.raises(InvalidPathError, match="leading '/'"):
+        store.resolve("/foo/bar/clip.mp3")
     assert store.resolve("foo/bar/clip.mp3") == store.root / "foo" / "bar" / "clip.mp3"
 
 
 async def test_put_get_list_delete_roundtrip(store: FileStore) -> None:
-    info = await store.put("/lectures/2026/talk.mp3", _chunks(b"abc", b"def"))
+    info = await store.put("lectures/2026/talk.mp3", _chunks(b"abc", b"def"))
     assert info == {"path": "lectures/2026/talk.mp3", "size": 6}
     opened = await store.open_for_read("lectures/2026/talk.mp3")
     assert (opened.size, opened.content_type) == (6, "audio/mpeg")

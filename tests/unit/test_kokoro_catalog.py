@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from talkies.engines import kokoro as kokoro_module
-from talkies.engines import kokoro_onnx as onnx_module
 from talkies.engines.base import EngineContext
-from talkies.engines.kokoro import KokoroEngine
-from talkies.engines.kokoro_onnx import KokoroOnnxEngine
+from talkies.engines.kokoro import onnx as onnx_module
+from talkies.engines.kokoro import pytorch as kokoro_module
+from talkies.engines.kokoro.onnx import KokoroOnnxEngine
+from talkies.engines.kokoro.pytorch import KokoroEngine
 from talkies.errors import EngineError, UnknownVoiceError
 from talkies.registry import ModelSpec
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from talkies.engines.kokoro_voices import (
+from talkies.engines.kokoro.voices import (
     CATALOG,
     LANGUAGES,
     catalog,

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from talkies.engines.pcm_join import CrossfadeJoiner, join_chunks
+from talkies.audio.pcm_join import CrossfadeJoiner, join_chunks
 
 SR = 24_000
 

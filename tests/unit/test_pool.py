@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -60,7 +61,7 @@ async def test_concurrent_first_acquires_load_once(make_settings: Any, fake_fact
 async def test_eviction_waits_for_in_flight_request(make_settings: Any, fake_factory: FakeFactory) -> None:
     gate = threading.Event()
     fake_factory["asr-a"].gate = gate
-    pool = make_pool(make_settings(), fake_factory)
+    pool = make_pool(make_settings(max_loaded_models=1), fake_factory)
     engine_a: Any = None
 
     async def long_request() -> None:
@@ -96,15 +97,15 @@ async def test_lru_keeps_max_loaded_models(make_settings: Any, fake_factory: Fak
     assert {row["model"] for row in pool.ps()} == {"asr-a", "tts-a"}
 
 
-async def test_default_is_one_resident_model(make_settings: Any, fake_factory: FakeFactory) -> None:
-    pool = make_pool(make_settings(), fake_factory)
+async def test_max_loaded_models_one_keeps_one_model(make_settings: Any, fake_factory: FakeFactory) -> None:
+    pool = make_pool(make_settings(max_loaded_models=1), fake_factory)
     await use(pool, "asr-a")
     await use(pool, "tts-a")
     assert [row["model"] for row in pool.ps()] == ["tts-a"]
 
 
 async def test_group_members_stay_resident_together(make_settings: Any, fake_factory: FakeFactory) -> None:
-    settings = make_settings(groups={"duo": {"members": ["asr-a", "tts-a"]}})
+    settings = make_settings(groups={"duo": {"members": ["asr-a", "tts-a"]}}, max_loaded_models=1)
     pool = make_pool(settings, fake_factory)
     await use(pool, "asr-a")
     await use(pool, "tts-a")
@@ -246,7 +247,7 @@ async def test_failed_load_is_clear_and_pool_consistent(
     make_settings: Any, fake_factory: FakeFactory
 ) -> None:
     fake_factory["asr-a"].load_error = RuntimeError("weights are corrupt")
-    pool = make_pool(make_settings(), fake_factory)
+    pool = make_pool(make_settings(max_loaded_models=1), fake_factory)
     await use(pool, "asr-b")
     with pytest.raises(ModelLoadError, match="weights are corrupt"):
         await use(pool, "asr-a")
@@ -281,12 +282,18 @@ async def test_unknown_model(make_settings: Any, fake_factory: FakeFactory) -> N
         await use(pool, "missing")
 
 
-async def test_unavailable_engine_answers_503(make_settings: Any, fake_factory: FakeFactory) -> None:
+async def test_unavailable_engine_answers_503(
+    make_settings: Any, fake_factory: FakeFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "nemo" else real(name, *a)
+    )
     settings = make_settings(
         models={"canary": {"executor": "canary_multitask", "repo": "nvidia/canary-180m-flash"}}
     )
     pool = make_pool(settings, fake_factory)
-    with pytest.raises(EngineUnavailableError, match="not built"):
+    with pytest.raises(EngineUnavailableError, match=r"pip install 'talkies\[nemo\]'"):
         await use(pool, "canary")
     assert fake_factory.engines == []
 
@@ -342,7 +349,7 @@ async def test_loading_the_requested_model_is_not_queue_time(
 async def test_waiting_for_another_model_still_counts(make_settings: Any, fake_factory: FakeFactory) -> None:
     gate = threading.Event()
     fake_factory["asr-a"].gate = gate
-    pool = make_pool(make_settings(queue_timeout=0.2), fake_factory)
+    pool = make_pool(make_settings(queue_timeout=0.2, max_loaded_models=1), fake_factory)
 
     async def busy() -> None:
         async with pool.acquire("asr-a") as engine:
@@ -363,7 +370,7 @@ async def test_queue_clock_pauses_when_the_awaited_load_starts(
     gate = threading.Event()
     fake_factory["asr-b"].gate = gate
     fake_factory["asr-a"].load_delay = 3.0
-    pool = make_pool(make_settings(queue_timeout=2.0, max_queue=10), fake_factory)
+    pool = make_pool(make_settings(queue_timeout=2.0, max_queue=10, max_loaded_models=1), fake_factory)
 
     async def busy() -> None:
         async with pool.acquire("asr-b") as engine:
@@ -376,3 +383,17 @@ async def test_queue_clock_pauses_when_the_awaited_load_starts(
     gate.set()  # asr-b drains after 0.5 s of queueing; asr-a then loads for 3 s (> the 2 s queue clock)
     await asyncio.gather(running, *waiting)
     assert fake_factory["asr-a"].loads == 1
+
+
+async def test_an_alias_acquires_its_model(make_settings: Any, fake_factory: FakeFactory) -> None:
+    models = {
+        "asr-a": {"executor": "pocketsphinx", "aliases": ["whisper-1"]},
+        "asr-b": {"executor": "pocketsphinx"},
+    }
+    pool = make_pool(make_settings(models), fake_factory)
+    async with pool.acquire("whisper-1"):
+        assert pool.is_loaded("asr-a")
+        assert pool.is_loaded("whisper-1")
+    assert fake_factory["asr-a"].loads == 1
+    await pool.unload("whisper-1")
+    assert not pool.is_loaded("asr-a")

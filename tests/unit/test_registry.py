@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -119,3 +120,42 @@ def test_unreadable_files(tmp_path: Path) -> None:
     empty.write_text(json.dumps({"models": {}}))
     with pytest.raises(ConfigError, match="models"):
         load_registry(empty)
+
+
+def test_aliases_resolve_to_their_model(tmp_path: Path) -> None:
+    path = write_registry(
+        tmp_path / "m.json",
+        {
+            "espeak-ng": {"executor": "espeak", "aliases": ["tts-1", "espeak"]},
+            "ps": {"executor": "pocketsphinx"},
+        },
+    )
+    registry = load_registry(path)
+    assert registry.resolve("tts-1") == "espeak-ng"
+    assert registry.resolve("espeak-ng") == "espeak-ng"
+    assert registry.resolve("nope") is None
+    spec = registry.get("espeak")
+    assert spec is not None
+    assert spec.slug == "espeak-ng"
+    # an alias in TALKIES_ENABLED_MODELS enables its model
+    assert list(load_registry(path, ("tts-1",)).models) == ["espeak-ng"]
+    # aliases of models that are not enabled do not resolve
+    assert load_registry(path, ("ps",)).resolve("tts-1") is None
+
+
+@pytest.mark.parametrize(
+    ("models", "message"),
+    [
+        (
+            {"a": {"executor": "espeak", "aliases": ["b"]}, "b": {"executor": "espeak"}},
+            "alias 'b' of 'a' is also a model",
+        ),
+        (
+            {"a": {"executor": "espeak", "aliases": ["x"]}, "b": {"executor": "espeak", "aliases": ["x"]}},
+            "alias 'x' is given to both 'a' and 'b'",
+        ),
+    ],
+)
+def test_ambiguous_aliases_are_refused(tmp_path: Path, models: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_registry(write_registry(tmp_path / "m.json", models))

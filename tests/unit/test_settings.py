@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 
 from talkies.errors import ConfigError
+from talkies.memory import parse_budget
 from talkies.settings import default_data_dir, load_settings, parse_duration
 
 
@@ -63,12 +64,31 @@ def test_bad_value_is_one_line_naming_variable_value_and_form(monkeypatch: pytes
         ("TALKIES_VAD_THRESHOLD", "2", "TALKIES_VAD_THRESHOLD"),
         ("TALKIES_BLOCK_PRIVATE_DOWNLOADS", "maybe", "TALKIES_BLOCK_PRIVATE_DOWNLOADS"),
         ("TALKIES_ENGINE_ISOLATION", "thread", "'process' or 'inprocess'"),
+        ("TALKIES_MEMORY_BUDGET", "lots", "TALKIES_MEMORY_BUDGET='lots' is invalid: expected bytes (8G"),
+        ("TALKIES_MEMORY_BUDGET", "150%", "at most 100"),
+        ("TALKIES_SWAP_MAX_WAIT", "soon", "TALKIES_SWAP_MAX_WAIT"),
     ],
 )
 def test_bad_values(monkeypatch: pytest.MonkeyPatch, var: str, value: str, fragment: str) -> None:
     monkeypatch.setenv(var, value)
     with pytest.raises(ConfigError, match=fragment.replace("(", r"\(")):
         load_settings()
+
+
+@pytest.mark.parametrize(
+    ("value", "size", "share"),
+    [
+        ("8G", 8 << 30, None),
+        ("512M", 512 << 20, None),
+        ("1.5GiB", 3 << 29, None),
+        ("2000", 2000, None),
+        ("60%", None, 0.6),
+        ("", None, None),
+    ],
+)
+def test_memory_budget_forms(value: str, size: int | None, share: float | None) -> None:
+    assert parse_budget(value) == (size, share)
+    assert load_settings(memory_budget=value).memory_budget == value
 
 
 def test_lists_and_tokens(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -92,5 +112,6 @@ def test_defaults_work_for_a_non_root_user(monkeypatch: pytest.MonkeyPatch, tmp_
     assert default_data_dir() == s.data_dir
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
     assert load_settings().data_dir == tmp_path / "xdg" / "talkies"
-    assert s.max_loaded_models == 1
+    assert s.max_loaded_models == 8
+    assert s.memory_budget == ""
     assert s.auth_tokens == ()

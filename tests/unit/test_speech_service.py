@@ -17,7 +17,7 @@ from talkies.errors import (
 )
 from talkies.pool import ModelPool
 from talkies.registry import load_registry
-from talkies.services.speech import SpeechOptions, SpeechService, clamp_speed
+from talkies.services.speech import SpeechOptions, SpeechService, check_speed
 from talkies.settings import Settings
 from tests.fakes import FakeFactory
 
@@ -36,17 +36,24 @@ def options(**kw: Any) -> SpeechOptions:
     return SpeechOptions(**{"model": "tts-a", "input": "hello", **kw})
 
 
-@pytest.mark.parametrize(
-    ("given", "used"), [(1.0, 1.0), (0.1, 0.25), (9.0, 4.0), (float("nan"), 1.0), (0.25, 0.25)]
-)
-def test_clamp_speed(given: float, used: float) -> None:
-    assert clamp_speed(given) == used
+@pytest.mark.parametrize("speed", [0.25, 1.0, 4.0])
+def test_speed_in_openai_range_passes(speed: float) -> None:
+    assert check_speed(speed) == speed
 
 
-def test_defaults_and_clamping(service: SpeechService) -> None:
-    plan = service.validate(options(speed=10))
+@pytest.mark.parametrize("speed", [0.1, 0.2499, 4.01, 9.0, float("nan"), float("inf")])
+def test_speed_outside_openai_range_is_refused(speed: float) -> None:
+    with pytest.raises(BadRequestError) as info:
+        check_speed(speed)
+    assert info.value.param == "speed"
+    assert "0.25" in info.value.message
+    assert "4.0" in info.value.message
+
+
+def test_defaults(service: SpeechService) -> None:
+    plan = service.validate(options())
     assert plan.request.voice == "alpha"  # the catalog's default
-    assert plan.request.speed == 4.0
+    assert plan.request.speed == 1.0
     assert plan.format == "mp3"
     assert plan.content_type == "audio/mpeg"
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +21,7 @@ from talkies.engines.base import (
     Word,
 )
 from talkies.errors import (
+    BadRequestError,
     CapabilityError,
     DiarizationError,
     ModelNotFoundError,
@@ -27,6 +30,7 @@ from talkies.errors import (
 )
 from talkies.pool import ModelPool
 from talkies.registry import ModelSpec, load_registry
+from talkies.services.streams import open_transcript_stream
 from talkies.services.transcription import TranscriptionOptions, TranscriptionService
 from talkies.settings import Settings
 from tests.api.audio_helpers import write_wav
@@ -85,6 +89,9 @@ def tone(seconds: float) -> np.ndarray:
 
 async def test_fields_reach_the_engine(setup: Any, tmp_path: Path) -> None:
     service, engines = setup()
+    # the fakes stand in for pocketsphinx, which honours neither prompt nor temperature (a 400 since
+    # issue 11): declare an engine that does
+    service.request_options = lambda spec: frozenset({"prompt", "temperature"})
     path = write_wav(tmp_path / "a.wav", [tone(1.0)])
     options = TranscriptionOptions(
         model="asr-a", response_format="verbose_json", language="en", prompt="hint", temperature=0.4
@@ -178,3 +185,63 @@ async def test_refusals_come_before_the_audio_is_read(setup: Any, tmp_path: Path
     with pytest.raises(DiarizationError):
         await service.transcribe_file(mono, TranscriptionOptions(model="asr-a", diarization=True))
     assert engines == []
+
+
+# --- diarized_json -------------------------------------------------------------------------------
+
+
+async def test_diarized_json_is_a_speaker_per_channel(setup: Any, tmp_path: Path) -> None:
+    service, engines = setup()
+    stereo = write_wav(tmp_path / "st.wav", [tone(1.0), tone(1.0) * 0.5])
+    options = TranscriptionOptions(model="asr-a", response_format="diarized_json", speaker_names=("agent",))
+    transcript = await service.transcribe_file(stereo, options)
+    body = json.loads(transcript.body)
+    assert transcript.content_type == "application/json"
+    assert len(engines[0].requests) == 2
+    assert [(s["speaker"], s["text"]) for s in body["segments"]] == [("agent", "w1"), ("B", "w2")]
+    assert body["text"] == "agent: w1\nB: w2"
+    mono = write_wav(tmp_path / "mono.wav", [tone(1.0)])
+    plain = TranscriptionOptions(model="asr-a", response_format="diarized_json")
+    body = json.loads((await service.transcribe_file(mono, plain)).body)
+    assert [s["speaker"] for s in body["segments"]] == ["A"]
+    assert body["text"] == "A: w3"
+
+
+async def test_diarized_json_refusals(setup: Any, tmp_path: Path) -> None:
+    service, engines = setup()
+    missing = tmp_path / "never-read.wav"
+    diarized = TranscriptionOptions(model="asr-a", response_format="diarized_json")
+    for options, param in [
+        (replace(diarized, speaker_names=("a", "b", "c")), "known_speaker_names"),
+        (replace(diarized, speaker_names=("x", "x")), "known_speaker_names"),
+        (replace(diarized, speaker_names=("B",)), "known_speaker_names"),  # would repeat channel 2's letter
+        (replace(diarized, speaker_names=("a\nb",)), "known_speaker_names"),
+        (TranscriptionOptions(model="asr-a", speaker_names=("agent",)), "known_speaker_names"),
+    ]:
+        with pytest.raises(BadRequestError) as caught:
+            await service.transcribe_file(missing, options)
+        assert caught.value.param == param, options
+    mono = write_wav(tmp_path / "mono.wav", [tone(1.0)])
+    with pytest.raises(BadRequestError) as caught:
+        await service.transcribe_file(mono, replace(diarized, speaker_names=("a", "b")))
+    assert "1 channel" in caught.value.message
+    three = write_wav(tmp_path / "three.wav", [tone(1.0)] * 3)
+    with pytest.raises(DiarizationError) as caught:
+        await service.transcribe_file(three, diarized)
+    assert "3-channel" in caught.value.message
+    assert engines == []
+
+
+async def test_streamed_diarized_json_sends_segments_then_done(setup: Any, tmp_path: Path) -> None:
+    service, _ = setup()
+    stereo = write_wav(tmp_path / "st.wav", [tone(1.0), tone(1.0) * 0.5])
+    options = TranscriptionOptions(model="asr-a", response_format="diarized_json")
+    stream = await open_transcript_stream(service, stereo, options)
+    events = [json.loads(part.decode().removeprefix("data: ")) async for part in stream]
+    plain = json.loads((await service.transcribe_file(stereo, options)).body)
+    assert [e["type"] for e in events] == ["transcript.text.segment"] * 2 + ["transcript.text.done"]
+    assert [e["speaker"] for e in events[:2]] == ["A", "B"]
+    assert [(e["speaker"], e["start"], e["end"]) for e in events[:2]] == [
+        (s["speaker"], s["start"], s["end"]) for s in plain["segments"]
+    ]
+    assert events[-1]["usage"] == {"type": "duration", "seconds": 1}

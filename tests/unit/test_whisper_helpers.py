@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from talkies.engines.base import EngineContext, Region, Segment, Word
-from talkies.engines.whisper import WhisperEngine, available_cpu_cores, missing_files
-from talkies.engines.whisper_timeline import (
+from talkies.engines.whisper.engine import WhisperEngine, available_cpu_cores, missing_files
+from talkies.engines.whisper.timeline import (
     MAX_CLIP_SECONDS,
     clamp_segment,
     clip_timestamps,

@@ -13,14 +13,21 @@ from typing import Annotated, Any, Literal, TypeVar, cast
 import anyio.to_thread
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from talkies.api.cancel import cancel_on_disconnect
+from talkies.api.cancel import ClosingStreamingResponse, cancel_on_disconnect
 from talkies.api.deps import SettingsDep, note_model
+from talkies.api.openai_fields import read_openai_fields
+from talkies.api.responses import GUARDED, RUNS_MODEL, WRITE_GUARDED, SpeechModelList, body, errors, media
+from talkies.api.streaming import sse_response
+from talkies.api.system import model_card
 from talkies.api.uploads import ReceivedForm, receive_form
+from talkies.audio.encode import SPEECH_FORMATS
 from talkies.errors import BadRequestError
+from talkies.formats.events import SSE_MEDIA_TYPE
+from talkies.formats.transcript import TRANSCRIPT_FORMATS
 from talkies.services.speech import SpeechOptions, SpeechService
+from talkies.services.streams import open_transcript_stream
 from talkies.services.transcription import TranscriptionOptions, TranscriptionService
 
 router = APIRouter(tags=["audio"])
@@ -44,7 +51,7 @@ class AudioForm(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
 
-    model: str = Field(min_length=1)
+    model: str = ""  # empty: the default speech-to-text model (Open WebUI sends an empty field)
     file_path: str | None = None
     language: str | None = None
     response_format: str | None = None
@@ -128,11 +135,28 @@ _TRANSCRIPTION_FORM_DOC = multipart_form_doc(
             "items": {"type": "string", "enum": ["word", "segment"]},
         },
         "diarization": {"type": "boolean"},
+        "known_speaker_names[]": {"type": "array", "items": {"type": "string"}},
     }
 )
 
 
-@router.post("/v1/audio/transcriptions", openapi_extra=_TRANSCRIPTION_FORM_DOC)
+TRANSCRIPT_ANSWERS = errors(WRITE_GUARDED, RUNS_MODEL, 400, 413, 422)
+"""What a transcription or translation can answer besides its transcript (`receive_form`: 400, 413)."""
+
+
+@router.post(
+    "/v1/audio/transcriptions",
+    openapi_extra=_TRANSCRIPTION_FORM_DOC,
+    response_class=Response,
+    responses={
+        **media(
+            [*TRANSCRIPT_FORMATS.values(), SSE_MEDIA_TYPE],
+            "The transcript in `response_format`, or events with stream=true",
+            binary=False,
+        ),
+        **TRANSCRIPT_ANSWERS,
+    },
+)
 async def create_transcription(
     request: Request, settings: SettingsDep, service: TranscriptionDep
 ) -> Response:
@@ -142,6 +166,7 @@ async def create_transcription(
         fields = parse_transcription_form(form)
         note_model(request, fields.model)
         check_single_source(form, fields)
+        extra = read_openai_fields(form, service.vad_options)
         options = TranscriptionOptions(
             model=fields.model,
             response_format=fields.response_format,
@@ -149,9 +174,16 @@ async def create_transcription(
             prompt=fields.prompt,
             temperature=fields.temperature,
             diarization=fields.diarization,
+            word_timestamps="word" in fields.timestamp_granularities,
+            logprobs="logprobs" in extra.include,
+            vad=extra.vad,
+            speaker_names=extra.speaker_names,
         )
         service.validate(options)
         path = await audio_source(request, form, fields)
+        if extra.stream:
+            events = await cancel_on_disconnect(request, open_transcript_stream(service, path, options))
+            return sse_response(events)  # the upload is not needed any more: the audio is decoded
         transcript = await cancel_on_disconnect(request, service.transcribe_file(path, options))
     return Response(transcript.body, media_type=transcript.content_type)
 
@@ -161,7 +193,7 @@ class SpeechBody(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
 
-    model: str = Field(min_length=1)
+    model: str = ""  # empty: the default text-to-speech model
     input: str
     voice: str | None = None
     response_format: str | None = None
@@ -174,13 +206,28 @@ class SpeechBody(BaseModel):
     repetition_penalty: float | None = Field(None, ge=0.5, le=2.0)
     max_new_tokens: int | None = Field(None, ge=1, le=2048)
     do_sample: bool | None = None
+    stream_format: str | None = None
 
 
 _SAMPLING_KNOBS = ("temperature", "top_k", "top_p", "repetition_penalty", "max_new_tokens", "do_sample")
 
 
-@router.post("/v1/audio/speech")
-async def create_speech(body: SpeechBody, request: Request, service: SpeechDep) -> StreamingResponse:
+@router.post(
+    "/v1/audio/speech",
+    response_class=Response,
+    responses={
+        **media(
+            [*SPEECH_FORMATS.values(), SSE_MEDIA_TYPE],
+            "Audio in `response_format` (mp3 by default), or events with stream_format=sse",
+            binary=True,
+        ),
+        **errors(WRITE_GUARDED, RUNS_MODEL, 400, 422),
+    },
+)
+async def create_speech(body: SpeechBody, request: Request, service: SpeechDep) -> ClosingStreamingResponse:
+    """Audio bytes as synthesized (`stream_format=audio`, the default) or OpenAI's server-sent events
+    (`stream_format=sse`: `speech.audio.delta` with base64 chunks of `response_format`, then
+    `speech.audio.done`). Both start once the first chunk is encoded."""
     note_model(request, body.model)
     extra = {k: getattr(body, k) for k in _SAMPLING_KNOBS if getattr(body, k) is not None}
     options = SpeechOptions(
@@ -192,21 +239,39 @@ async def create_speech(body: SpeechBody, request: Request, service: SpeechDep) 
         instructions=body.instructions,
         language=body.language,
         extra=extra,
+        stream_format=body.stream_format,
     )
     plan = await anyio.to_thread.run_sync(service.validate, options)  # a catalog may read disk
+    if plan.sse:
+        return sse_response(await cancel_on_disconnect(request, service.open_events(plan)))
     stream = await cancel_on_disconnect(request, service.open_stream(plan))
-    return StreamingResponse(stream, media_type=plan.content_type)
+    return ClosingStreamingResponse(stream, media_type=plan.content_type)
 
 
-@router.get("/v1/audio/voices")
-async def list_voices(
-    service: SpeechDep, model: Annotated[str | None, Query()] = None
-) -> dict[str, list[dict[str, Any]]]:
+@router.get("/v1/audio/voices", responses=errors(GUARDED, 400, 404, 422))
+async def list_voices(service: SpeechDep, model: Annotated[str | None, Query()] = None) -> dict[str, Any]:
+    """Voices across TTS models. `id` / `name` are what Open WebUI reads; `aliases` are the other names
+    (OpenAI's `alloy`, ...) that speak with this voice on this model."""
     entries = await anyio.to_thread.run_sync(service.voices, model)
     voices = []
     for entry in entries:
-        item: dict[str, Any] = {"voice": entry.voice, "model": entry.model, "default": entry.default}
+        item: dict[str, Any] = {
+            "id": entry.voice,
+            "name": entry.voice,
+            "voice": entry.voice,
+            "model": entry.model,
+            "default": entry.default,
+            "aliases": list(entry.aliases),
+        }
         if entry.origin is not None:
             item["origin"] = entry.origin
         voices.append(item)
-    return {"voices": voices}
+    return {"object": "list", "voices": voices}
+
+
+@router.get("/v1/audio/models", response_model=None, responses={**body(SpeechModelList), **errors(GUARDED)})
+async def list_speech_models(request: Request) -> dict[str, Any]:
+    """Text-to-speech models as Open WebUI lists them: `{"models": [{"id": ...}]}`."""
+    pool = request.app.state.pool
+    specs = [spec for spec in pool.registry.models.values() if spec.kind == "tts"]
+    return {"object": "list", "models": [model_card(spec, pool) for spec in specs]}

@@ -1,4 +1,5 @@
-"""Cancel a request's work when its client goes away (after the body has been read)."""
+"""Cancel a request's work when its client goes away (after the body has been read), and close a streamed
+body however its response ends."""
 
 from __future__ import annotations
 
@@ -7,7 +8,10 @@ import contextlib
 from collections.abc import Awaitable
 from typing import TypeVar
 
+import anyio
 from fastapi import Request
+from fastapi.responses import StreamingResponse
+from starlette.types import Receive, Scope, Send
 
 from talkies.errors import ClientDisconnectedError
 
@@ -41,3 +45,20 @@ async def cancel_on_disconnect(request: Request, work: Awaitable[T]) -> T:
         watcher.cancel()
         if not task.done():
             task.cancel()
+
+
+class ClosingStreamingResponse(StreamingResponse):
+    """A StreamingResponse that closes its body iterator however the response ends.
+
+    When the client hangs up mid-body, Starlette cancels the sending task and leaves the iterator
+    suspended; its clean-up (closing the engine's generator and the encoder, releasing the model) would
+    then wait for the garbage collector. Here it runs at once, shielded from the cancellation."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            aclose = getattr(self.body_iterator, "aclose", None)
+            if aclose is not None:
+                with anyio.CancelScope(shield=True):
+                    await aclose()

@@ -5,7 +5,8 @@ Every application error answers::
     {"detail": "<message>", "error": {"message": ..., "type": ..., "param": ..., "code": ...}}
 
 `detail` is what the contract's clients read; `error` is what the OpenAI SDKs read. Validation errors
-(422) keep FastAPI's structured array.
+(422) keep FastAPI's structured array in `detail` and carry the same `error` object as every other error
+(its message names the first bad field).
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from __future__ import annotations
 import re
 
 from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -27,11 +30,16 @@ _STATUS: tuple[tuple[type[e.TalkiesError], int, str], ...] = (
     (e.QueueFullError, 429, "rate_limit_error"),
     (e.ClientDisconnectedError, 499, "client_closed_request"),
     (e.ServiceUnavailableError, 503, "service_unavailable_error"),
+    (e.ModelTooLargeError, 507, "insufficient_memory_error"),
+    (e.UpstreamCrashedError, 502, "upstream_error"),
+    (e.UpstreamError, 502, "upstream_error"),
+    (e.EngineTimeoutError, 504, "timeout_error"),
     (e.TalkiesError, 500, "server_error"),
 )
 
 
-def _code(exc: Exception) -> str:
+def error_code(exc: Exception) -> str:
+    """The error's `code`: its class name in snake case without `Error` (QueueFullError -> queue_full)."""
     name = type(exc).__name__.removesuffix("Error")
     return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
 
@@ -52,11 +60,11 @@ def envelope(
 def error_response(exc: e.TalkiesError) -> JSONResponse:
     status, kind = status_for(exc)
     headers = {}
-    if isinstance(exc, e.QueueFullError):
+    if isinstance(exc, e.QueueFullError | e.ShuttingDownError):
         headers["Retry-After"] = str(exc.retry_after)
     if isinstance(exc, e.UnauthorizedError):
         headers["WWW-Authenticate"] = "Bearer"
-    body = envelope(exc.message, kind, param=exc.param, code=_code(exc))
+    body = envelope(exc.message, kind, param=exc.param, code=error_code(exc))
     return JSONResponse(body, status_code=status, headers=headers)
 
 
@@ -75,6 +83,30 @@ async def _http_error(_: Request, exc: Exception) -> JSONResponse:
     )
 
 
+def validation_body(errors: list[dict[str, object]]) -> dict[str, object]:
+    """422 body: FastAPI's array in `detail`, plus the OpenAI `error` object naming the first bad field."""
+    first = errors[0] if errors else {}
+    loc = first.get("loc", ())
+    parts = (
+        [str(p) for p in loc if p not in ("body", "query", "path")] if isinstance(loc, list | tuple) else []
+    )
+    param = ".".join(parts) or None
+    message = str(first.get("msg", "invalid request"))
+    if param:
+        message = f"{param}: {message}"
+    if len(errors) > 1:
+        message += f" (and {len(errors) - 1} more)"
+    body = envelope(message, "invalid_request_error", param=param, code="invalid_value")
+    body["detail"] = jsonable_encoder(errors)
+    return body
+
+
+async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    return JSONResponse(validation_body(list(exc.errors())), status_code=422)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(e.TalkiesError, _talkies_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)

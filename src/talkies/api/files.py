@@ -4,14 +4,49 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
+from starlette.convertors import PathConvertor, register_url_convertor
 from starlette.requests import ClientDisconnect
 
 from talkies.api.deps import FilesDep
+from talkies.api.responses import (
+    GUARDED,
+    WRITE_GUARDED,
+    DeletedFile,
+    StagedFileList,
+    StoredFile,
+    body,
+    errors,
+    media,
+)
 from talkies.errors import ClientDisconnectedError, PayloadTooLargeError
+from talkies.services.files import decode_raw_path
 
-router = APIRouter(prefix="/v1/files", tags=["files"])
+PREFIX = "/v1/files"
+router = APIRouter(prefix=PREFIX, tags=["files"])
+
+
+class _AnyPath(PathConvertor):
+    """`path`, newlines included, so a name with a control character reaches the staging-name rule (400)
+    instead of missing the route (404)."""
+
+    regex = r"[\s\S]*"
+
+
+register_url_convertor("stagedpath", _AnyPath())
+
+
+def _staged_path(request: Request, path: str) -> str:
+    """The path as the client sent it: decoded from the raw request path, so bytes that are not UTF-8 reach
+    the staging-name rule as such instead of as the U+FFFD the server's own decoding would make of them."""
+    raw = request.scope.get("raw_path")
+    if isinstance(raw, bytes):
+        raw = raw.split(b"?", 1)[0]
+        at = raw.find(PREFIX.encode() + b"/")
+        if at >= 0:
+            return decode_raw_path(raw[at + len(PREFIX) + 1 :])
+    return path
 
 
 def _declared_length(request: Request) -> int | None:
@@ -19,12 +54,26 @@ def _declared_length(request: Request) -> int | None:
     return int(value) if value and value.isdigit() else None
 
 
-@router.get("")
+@router.get("", response_model=None, responses={**body(StagedFileList), **errors(GUARDED)})
 async def list_files(files: FilesDep) -> dict[str, Any]:
     return {"files": await files.list()}
 
 
-@router.put("/{path:path}", status_code=201)
+_RAW_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+    }
+}
+"""The body is the file itself, read as a stream (any Content-Type)."""
+
+
+@router.put(
+    "/{path:stagedpath}",
+    status_code=201,
+    openapi_extra=_RAW_BODY,
+    responses={201: {"description": "Stored", "model": StoredFile}, **errors(WRITE_GUARDED, 400, 413, 422)},
+)
 async def put_file(path: str, request: Request, files: FilesDep) -> JSONResponse:
     declared = _declared_length(request)
     if declared is not None and declared > files.max_upload_bytes:
@@ -33,15 +82,22 @@ async def put_file(path: str, request: Request, files: FilesDep) -> JSONResponse
             f"upload of {declared} bytes exceeds TALKIES_MAX_UPLOAD_BYTES ({files.max_upload_bytes} bytes)"
         )
     try:
-        info = await files.put(path, request.stream())
+        info = await files.put(_staged_path(request, path), request.stream())
     except ClientDisconnect:
         raise ClientDisconnectedError("client disconnected during the upload; nothing was stored") from None
     return JSONResponse(info, status_code=201)
 
 
-@router.get("/{path:path}")
-async def get_file(path: str, files: FilesDep) -> StreamingResponse:
-    opened = await files.open_for_read(path)  # 404 / 400 before the stream starts
+@router.get(
+    "/{path:stagedpath}",
+    response_class=Response,
+    responses={
+        **media(["*/*"], "The file, typed by its name's extension", binary=True),
+        **errors(GUARDED, 400, 404, 422),
+    },
+)
+async def get_file(path: str, request: Request, files: FilesDep) -> StreamingResponse:
+    opened = await files.open_for_read(_staged_path(request, path))  # 404 / 400 before the stream starts
     return StreamingResponse(
         opened.chunks(),
         media_type=opened.content_type,
@@ -49,7 +105,12 @@ async def get_file(path: str, files: FilesDep) -> StreamingResponse:
     )
 
 
-@router.delete("/{path:path}")
-async def delete_file(path: str, files: FilesDep) -> dict[str, Any]:
-    await files.delete(path)
-    return {"path": path.removeprefix("/"), "deleted": True}
+@router.delete(
+    "/{path:stagedpath}",
+    response_model=None,
+    responses={**body(DeletedFile), **errors(WRITE_GUARDED, 400, 404, 422)},
+)
+async def delete_file(path: str, request: Request, files: FilesDep) -> dict[str, Any]:
+    staged = _staged_path(request, path)
+    await files.delete(staged)
+    return {"path": staged, "deleted": True}

@@ -14,7 +14,7 @@ import binascii
 import contextlib
 import functools
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 import anyio.to_thread
@@ -23,6 +23,7 @@ from starlette.routing import Route
 
 from talkies.api.errors import status_for
 from talkies.errors import BadRequestError, PayloadTooLargeError, TalkiesError
+from talkies.netpolicy import HostPolicy
 from talkies.pool import ModelPool
 from talkies.registry import Registry
 from talkies.services.downloads import Downloader, using_file_path
@@ -34,6 +35,7 @@ from talkies.services.transcription import TranscriptionOptions, TranscriptionSe
 if TYPE_CHECKING:
     from mcp.server.mcpserver import MCPServer
     from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
+    from mcp.server.transport_security import TransportSecuritySettings
 
 MCP_PATH = "/v1/mcp"
 log = logging.getLogger(__name__)
@@ -117,11 +119,11 @@ class _Tools:
             opened.close()
             raise PayloadTooLargeError(
                 f"{path} is {opened.size} bytes, over TALKIES_MAX_UPLOAD_BYTES ({cap} bytes); "
-                f"fetch it with GET /v1/files/{path.removeprefix('/')} instead"
+                f"fetch it with GET /v1/files/{path} instead"
             )
         encoded = await anyio.to_thread.run_sync(lambda: base64.b64encode(opened.read_all()).decode("ascii"))
         return {
-            "path": path.removeprefix("/"),
+            "path": path,
             "size": opened.size,
             "content_type": opened.content_type,
             "content_base64": encoded,
@@ -129,7 +131,7 @@ class _Tools:
 
     async def delete_file(self, path: str) -> dict[str, Any]:
         await self.files.delete(path)
-        return {"path": path.removeprefix("/"), "deleted": True}
+        return {"path": path, "deleted": True}
 
     @property
     def transcription(self) -> TranscriptionService:
@@ -270,20 +272,37 @@ def build_mcp_server(app: FastAPI) -> MCPServer:
     return server
 
 
+def mcp_transport_security(hosts: HostPolicy, cors_origins: Sequence[str]) -> TransportSecuritySettings:
+    """The SDK's DNS-rebinding protection, on, with the app's Host list (`HostPolicy`) and, as allowed
+    origins, TALKIES_CORS_ORIGINS plus the allowed hosts' own origins. It is off only where the app's guard
+    answers anything anyway: any Host allowed (TALKIES_ALLOWED_HOSTS=*, or a token on a routable bind) or
+    any Origin (TALKIES_CORS_ORIGINS=*); the SDK cannot express those."""
+    from mcp.server.transport_security import TransportSecuritySettings
+
+    if hosts.any_host or "*" in cors_origins:
+        return TransportSecuritySettings(enable_dns_rebinding_protection=False)
+    allowed_hosts = hosts.mcp_hosts()
+    origins = [o.rstrip("/") for o in cors_origins]
+    for host in allowed_hosts:
+        origins += [f"http://{host}", f"https://{host}"]
+    return TransportSecuritySettings(
+        enable_dns_rebinding_protection=True, allowed_hosts=allowed_hosts, allowed_origins=origins
+    )
+
+
 class McpEndpoint:
     """The ASGI app behind `/v1/mcp`, plus the session manager the app's lifespan must run."""
 
-    def __init__(self, app: FastAPI) -> None:
-        from mcp.server.transport_security import TransportSecuritySettings
-
+    def __init__(self, app: FastAPI, hosts: HostPolicy, cors_origins: Sequence[str]) -> None:
         self.server = build_mcp_server(app)
-        # Stateless + JSON: every POST is self-contained. Host/Origin checks are left to the deployment
-        # (bearer auth, reverse proxy), as for every other talkies route.
+        # Stateless + JSON: every POST is self-contained. The transport's own Host / Origin checks use the
+        # same list as the app's guard (HostOriginGuard), which runs first.
+        self.security = mcp_transport_security(hosts, cors_origins)
         self.server.streamable_http_app(
             streamable_http_path=MCP_PATH,
             stateless_http=True,
             json_response=True,
-            transport_security=TransportSecuritySettings(enable_dns_rebinding_protection=False),
+            transport_security=self.security,
         )
         self.session_manager: StreamableHTTPSessionManager = self.server.session_manager
 
@@ -296,7 +315,7 @@ class McpEndpoint:
             yield
 
 
-def install_mcp(app: FastAPI) -> McpEndpoint | None:
+def install_mcp(app: FastAPI, hosts: HostPolicy, cors_origins: Sequence[str]) -> McpEndpoint | None:
     """Route `/v1/mcp` (exact path) to the MCP endpoint; the caller runs `.running()` in its lifespan.
     Without the `mcp` extra installed there is no endpoint (None)."""
     try:
@@ -304,6 +323,6 @@ def install_mcp(app: FastAPI) -> McpEndpoint | None:
     except ImportError:
         log.warning("the mcp package is not installed (pip install 'talkies[mcp]'): no /v1/mcp endpoint")
         return None
-    endpoint = McpEndpoint(app)
+    endpoint = McpEndpoint(app, hosts, cors_origins)
     app.router.routes.append(Route(MCP_PATH, endpoint=endpoint, methods=["GET", "POST", "DELETE"]))
     return endpoint

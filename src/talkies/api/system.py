@@ -1,20 +1,34 @@
-"""Liveness, the model list, and the Ollama-style resource endpoints."""
+"""Liveness, readiness, metrics, the model list, and the Ollama-style resource endpoints."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
 
 from talkies.api.deps import PoolDep, RegistryDep
+from talkies.api.lifecycle import RETRY_AFTER, Lifecycle
+from talkies.api.responses import (
+    GUARDED,
+    RUNS_MODEL,
+    WRITE_GUARDED,
+    ModelCard,
+    ModelList,
+    body,
+    errors,
+    media,
+    not_ready,
+)
 from talkies.engines.base import Modality
+from talkies.errors import ServiceUnavailableError
 from talkies.pool import ModelPool
 from talkies.registry import ModelSpec
 
 router = APIRouter()
 
 
-def _model_card(spec: ModelSpec, pool: ModelPool) -> dict[str, Any]:
+def model_card(spec: ModelSpec, pool: ModelPool) -> dict[str, Any]:
     reason = pool.unavailable_reason(spec.slug)
     modality: Modality = spec.kind
     return {
@@ -26,6 +40,10 @@ def _model_card(spec: ModelSpec, pool: ModelPool) -> dict[str, Any]:
         "executor": spec.executor,
         "repo": spec.repo,
         "languages": list(spec.languages),
+        "aliases": pool.registry.aliases_of(spec.slug),
+        "default": pool.registry.defaults.get(spec.kind) == spec.slug,
+        "name": spec.name,
+        "description": spec.description,
         "loaded": pool.is_loaded(spec.slug),
         "available": reason is None,
         "unavailable_reason": reason,
@@ -42,28 +60,77 @@ async def healthz(request: Request, registry: RegistryDep, pool: PoolDep) -> dic
     }
 
 
-@router.get("/v1/models")
+_NOT_READY = {
+    "starting": "the server is starting (preloading models)",
+    "draining": "the server is shutting down: requests in flight finish, new ones answer 503",
+}
+
+
+@router.get("/readyz", response_model=None, responses=not_ready())
+async def readyz(request: Request) -> dict[str, Any] | JSONResponse:
+    """Readiness: 200 once started (preloads done) and not draining; 503 naming why otherwise. Liveness is
+    /healthz, which stays 200 while the server drains."""
+    lifecycle: Lifecycle = request.app.state.lifecycle
+    reason = lifecycle.not_ready_reason()
+    if reason is None:
+        return {"ready": True}
+    body = {
+        "ready": False,
+        "reason": reason,
+        "detail": _NOT_READY[reason],
+        "in_flight": lifecycle.in_flight,
+    }
+    return JSONResponse(body, status_code=503, headers={"Retry-After": str(RETRY_AFTER)})
+
+
+@router.get(
+    "/metrics",
+    response_class=Response,
+    responses={**media(["text/plain"], "Prometheus text format", binary=False), **errors(401, 421, 503)},
+)
+async def metrics(request: Request) -> Response:
+    """Prometheus text format. Behind the bearer token unless TALKIES_METRICS_PUBLIC=true."""
+    collected = request.app.state.metrics
+    if collected is None:
+        raise ServiceUnavailableError("GET /metrics needs prometheus-client: pip install prometheus-client")
+    return Response(collected.render(), media_type=collected.content_type)
+
+
+@router.get("/v1/models", response_model=None, responses={**body(ModelList), **errors(GUARDED)})
 async def list_models(registry: RegistryDep, pool: PoolDep) -> dict[str, Any]:
-    return {"object": "list", "data": [_model_card(spec, pool) for spec in registry.models.values()]}
+    listed = [spec for spec in registry.models.values() if not spec.unlisted]
+    return {"object": "list", "data": [model_card(spec, pool) for spec in listed]}
 
 
-@router.get("/v1/models/{model_id:path}")
+@router.get(
+    "/v1/models/{model_id:path}",
+    response_model=None,
+    responses={**body(ModelCard), **errors(GUARDED, 404, 422)},
+)
 async def get_model(model_id: str, pool: PoolDep) -> dict[str, Any]:
-    return _model_card(pool.spec(model_id), pool)
+    return model_card(pool.spec(model_id), pool)
 
 
-@router.get("/api/ps")
+@router.get("/api/ps", responses=errors(GUARDED))
 async def ps(pool: PoolDep) -> dict[str, Any]:
-    return {"models": pool.ps()}
+    return {"models": pool.ps(), "memory": pool.memory_summary()}
 
 
-@router.delete("/api/ps/{model_id:path}")
+@router.post("/api/ps/{model_id:path}", responses=errors(WRITE_GUARDED, RUNS_MODEL, 422))
+async def load_model(model_id: str, request: Request, pool: PoolDep) -> dict[str, Any]:
+    """Load one model now (as a request would, queue limits included) so the first request is fast."""
+    request.state.model = model_id
+    await pool.preload((model_id,))
+    return {"loaded": model_id}
+
+
+@router.delete("/api/ps/{model_id:path}", responses=errors(WRITE_GUARDED, 404, 422))
 async def unload_model(model_id: str, request: Request, pool: PoolDep) -> dict[str, Any]:
     request.state.model = model_id
     await pool.unload(model_id)
     return {"unloaded": model_id}
 
 
-@router.post("/unload")
+@router.post("/unload", responses=errors(WRITE_GUARDED))
 async def unload_all(pool: PoolDep) -> dict[str, Any]:
     return {"unloaded": await pool.unload_all()}

@@ -14,6 +14,7 @@ import anyio.to_thread
 from fastapi import APIRouter, Depends, Request, Response
 
 from talkies.api.audio import (
+    TRANSCRIPT_ANSWERS,
     AudioForm,
     audio_source,
     check_single_source,
@@ -23,7 +24,9 @@ from talkies.api.audio import (
 )
 from talkies.api.cancel import cancel_on_disconnect
 from talkies.api.deps import SettingsDep, note_model
+from talkies.api.responses import media
 from talkies.api.uploads import receive_form
+from talkies.formats.transcript import TRANSCRIPT_FORMATS
 from talkies.services.transcription import TranscriptionOptions
 from talkies.services.translation import TranslationService
 
@@ -44,7 +47,15 @@ class TranslationForm(AudioForm):
 _FORM_DOC = multipart_form_doc()
 
 
-@router.post("/v1/audio/translations", openapi_extra=_FORM_DOC)
+@router.post(
+    "/v1/audio/translations",
+    openapi_extra=_FORM_DOC,
+    response_class=Response,
+    responses={
+        **media(TRANSCRIPT_FORMATS.values(), "The English transcript in `response_format`", binary=False),
+        **TRANSCRIPT_ANSWERS,
+    },
+)
 async def create_translation(request: Request, settings: SettingsDep, service: TranslationDep) -> Response:
     async with receive_form(
         request, max_file_bytes=settings.max_upload_bytes, tmp_dir=settings.data_dir / "tmp"

@@ -5,7 +5,9 @@ is read to the end before anyone can answer 413. Here the body is pulled from th
 chunk by chunk: a `Content-Length` over the cap answers 413 before a byte is read, a byte counter on
 the receive channel stops a chunked upload as soon as it passes the cap, and the file part goes straight
 into a temporary file (written from a worker thread), so memory stays flat whatever the size.
-`receive_form` is an async context manager: the temporary file is removed however the request ends.
+`receive_form` is an async context manager: the temporary file is removed however the request ends. A body
+that ends before its closing boundary answers 400 `incomplete upload`; a client that hangs up mid-body raises
+starlette's `ClientDisconnect`, which the request-context middleware logs as one 499 line.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from typing import IO, Any
 import anyio.to_thread
 from fastapi import Request
 from python_multipart.exceptions import FormParserError
-from python_multipart.multipart import MultipartParser, parse_options_header
+from python_multipart.multipart import MultipartParser, MultipartState, parse_options_header
 
 from talkies.errors import BadRequestError, PayloadTooLargeError
 
@@ -31,6 +33,7 @@ MAX_FIELDS = 64
 MAX_FIELD_BYTES = 64 * 1024
 FLUSH_BYTES = 1024 * 1024
 """File bytes collected before one write in a worker thread."""
+TEMP_PREFIX = "upload-"
 
 
 @dataclass
@@ -108,7 +111,7 @@ class _FormReader:
         if part.name in self.form.files:
             raise BadRequestError(f"more than one file in form field {part.name!r}", param=part.name)
         # mkstemp is a quick local call; the writes (the slow part) happen in a worker thread.
-        fd, name = tempfile.mkstemp(prefix="upload-", dir=self.tmp_dir)
+        fd, name = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=self.tmp_dir)
         part.handle = os.fdopen(fd, "wb")
         self.handles.append(part.handle)
         ctype = part.headers.get(b"content-type")
@@ -184,6 +187,12 @@ async def receive_form(
             parser.write(chunk)
             await reader.flush()
         parser.finalize()
+        if parser.state != MultipartState.END:
+            # python-multipart's finalize() checks nothing: a body cut short would pass as complete.
+            raise BadRequestError(
+                "incomplete upload: the multipart body ended before its closing boundary; nothing was kept",
+                param="file",
+            )
         await reader.flush()
         yield reader.form
     except FormParserError as exc:
@@ -193,3 +202,15 @@ async def receive_form(
             handle.close()
         for upload in reader.form.files.values():
             upload.path.unlink(missing_ok=True)
+
+
+def remove_stale_uploads(tmp_dir: Path) -> int:
+    """Start-up: remove upload temp files a crash left in `tmp_dir` (nothing is in flight yet)."""
+    removed = 0
+    with contextlib.suppress(FileNotFoundError), os.scandir(tmp_dir) as scan:
+        for entry in scan:
+            if entry.name.startswith(TEMP_PREFIX) and entry.is_file(follow_symlinks=False):
+                with contextlib.suppress(OSError):
+                    os.unlink(entry.path)
+                    removed += 1
+    return removed

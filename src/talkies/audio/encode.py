@@ -89,6 +89,18 @@ def wav_header(data_bytes: int, sample_rate: int = TTS_SAMPLE_RATE, channels: in
     )
 
 
+STREAMING_WAV_SIZE: Final = 0xFFFFFFFF
+"""RIFF and data sizes of a streamed WAV: unknown length, read to the end (what OpenAI sends)."""
+
+
+def streaming_wav_header(sample_rate: int = TTS_SAMPLE_RATE, channels: int = 1) -> bytes:
+    """A WAV header sent before the audio's length is known: both sizes 0xFFFFFFFF."""
+    header = bytearray(wav_header(0, sample_rate, channels))
+    header[4:8] = struct.pack("<I", STREAMING_WAV_SIZE)
+    header[40:44] = struct.pack("<I", STREAMING_WAV_SIZE)
+    return bytes(header)
+
+
 def resample(pcm: npt.NDArray[np.floating[Any]], from_rate: int, to_rate: int) -> npt.NDArray[np.float32]:
     """Mono float32 resampling with libswresample's windowed-sinc filter (not linear interpolation).
 
@@ -114,21 +126,25 @@ class SpeechEncoder:
     With `stream=True` (the default), mp3 / opus / aac / flac / pcm bytes come back as soon as the encoder
     emits them. The muxer then writes to a sink that cannot seek, so FLAC's STREAMINFO carries no total
     sample count or MD5 and MP3 has no Xing/LAME frame (so decoders cannot trim the encoder delay), exactly
-    like a piped ffmpeg. `wav` is always held back until `finish()` so that its RIFF and data sizes are
-    exact (a streamed WAV would have to declare 0xFFFFFFFF); `streams` is False for it.
+    like a piped ffmpeg. `wav` is held back until `finish()` so that its RIFF and data sizes are exact,
+    unless `stream_wav=True`: then the first bytes are a header declaring 0xFFFFFFFF for both sizes
+    (unknown length, as OpenAI streams WAV) and PCM follows as it comes. `streams` says which it is.
 
     With `stream=False`, `feed()` returns nothing and `finish()` the whole body, which the muxer could
     revisit: complete FLAC STREAMINFO, MP3 with a Xing/LAME frame.
     """
 
-    def __init__(self, fmt: str, sample_rate: int = TTS_SAMPLE_RATE, *, stream: bool = True) -> None:
+    def __init__(
+        self, fmt: str, sample_rate: int = TTS_SAMPLE_RATE, *, stream: bool = True, stream_wav: bool = False
+    ) -> None:
         self.format = normalize_speech_format(fmt)
         self.content_type = SPEECH_FORMATS[self.format]
         self.sample_rate = sample_rate
-        self.streams = stream and self.format != "wav"
+        self.streams = stream and (self.format != "wav" or stream_wav)
+        self.samples = 0  # fed so far, at sample_rate
         self._held: list[bytes] = []  # wav only
         self._held_bytes = 0
-        self._pcm_samples = 0
+        self._header_due = self.streams and self.format == "wav"
         self._finished = False
         self._muxer: _Muxer | None = None
         if self.format in _CODECS:
@@ -138,11 +154,12 @@ class SpeechEncoder:
         if self._finished:
             raise RuntimeError("SpeechEncoder.feed() after finish()")
         samples = np.asarray(pcm, dtype=np.float32).reshape(-1)
+        self.samples += samples.size
         if self._muxer is not None:
             return self._muxer.feed(_clean(samples))
         data = to_int16(samples).tobytes()
-        if self.streams:  # pcm
-            return data
+        if self.streams:  # pcm, or wav after its streaming header
+            return self._take_header() + data
         self._held.append(data)
         self._held_bytes += len(data)
         return b""
@@ -153,11 +170,19 @@ class SpeechEncoder:
         self._finished = True
         if self._muxer is not None:
             return self._muxer.finish()
+        if self.streams:
+            return self._take_header()  # a streamed WAV of no samples is still a WAV
         body = b"".join(self._held)
         self._held.clear()
         if self.format == "pcm":
             return body
         return wav_header(len(body), self.sample_rate) + body
+
+    def _take_header(self) -> bytes:
+        if not self._header_due:
+            return b""
+        self._header_due = False
+        return streaming_wav_header(self.sample_rate)
 
     def close(self) -> None:
         """Release the encoder without producing output (client went away, synthesis failed)."""

@@ -10,68 +10,25 @@ from __future__ import annotations
 import importlib
 import importlib.util
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, cast
 
-from talkies.engines.base import Engine, EngineContext, Modality
+from talkies.engines.base import Engine, EngineContext
+from talkies.registry.schema import EXECUTORS, ExecutorInfo
+
+__all__ = [
+    "EXECUTORS",
+    "ExecutorInfo",
+    "create_engine",
+    "engine_class",
+    "isolation_for",
+    "make_engine_factory",
+    "snapshot_patterns",
+    "unavailable_reason",
+]
 
 if TYPE_CHECKING:
-    from talkies.registry import ModelSpec
+    from talkies.registry.schema import ModelSpec
     from talkies.settings import Settings
-
-
-@dataclass(frozen=True, slots=True)
-class ExecutorInfo:
-    name: str
-    modality: Modality
-    target: str | None  # "module:Class"; None = not built yet
-    extra: str | None = None  # pip extra that installs its libraries
-    requires: tuple[str, ...] = ()  # importable modules it needs
-    needs_repo: bool = True  # False: weight-free, no snapshot
-    cuda_only: bool = False
-    isolation: str = "process"  # default isolation; weight-free engines stay in-process
-
-
-EXECUTORS: dict[str, ExecutorInfo] = {
-    info.name: info
-    for info in (
-        ExecutorInfo(
-            "whisper", "asr", "talkies.engines.whisper:WhisperEngine", "whisper", ("faster_whisper",)
-        ),
-        ExecutorInfo("parakeet", "asr", None, "nemo", ("nemo",)),
-        ExecutorInfo("parakeet_cpp", "asr", None),
-        ExecutorInfo("canary_multitask", "asr", None, "nemo", ("nemo",)),
-        ExecutorInfo("canary_salm", "asr", None, "nemo", ("nemo",)),
-        ExecutorInfo(
-            "pocketsphinx",
-            "asr",
-            "talkies.engines.pocketsphinx:PocketsphinxEngine",
-            "cpu",
-            ("pocketsphinx",),
-            needs_repo=False,
-            isolation="inprocess",
-        ),
-        ExecutorInfo(
-            "kokoro", "tts", "talkies.engines.kokoro:KokoroEngine", "kokoro", ("kokoro", "misaki", "torch")
-        ),
-        ExecutorInfo(
-            "kokoro_nvidia",
-            "tts",
-            "talkies.engines.kokoro_onnx:KokoroOnnxEngine",
-            "kokoro-onnx",
-            ("onnxruntime", "phonemizer"),
-        ),
-        ExecutorInfo("qwen3_tts", "tts", None, "qwen3", ("faster_qwen3_tts",), cuda_only=True),
-        ExecutorInfo(
-            "espeak",
-            "tts",
-            "talkies.engines.espeak:EspeakEngine",
-            None,
-            needs_repo=False,
-            isolation="inprocess",
-        ),
-    )
-}
 
 
 def unavailable_reason(spec: ModelSpec, device: str) -> str | None:
@@ -96,6 +53,24 @@ def engine_class(executor: str) -> type[Engine]:
     return cast("type[Engine]", getattr(importlib.import_module(module_name), class_name))
 
 
+def snapshot_patterns(spec: ModelSpec) -> list[str] | None:
+    """The files `talkies pull` fetches for `spec`: its `gguf_file`, else the executor's `snapshot_patterns`
+    in the schema, else what its engine class names (a `patterns_for(spec)` classmethod or a
+    `snapshot_patterns` attribute), else the whole repository."""
+    if spec.gguf_file:
+        return [spec.gguf_file]
+    listed = EXECUTORS[spec.executor].snapshot_patterns
+    if listed:
+        return list(listed)
+    try:
+        cls = engine_class(spec.executor)
+    except (LookupError, ImportError):
+        return None
+    patterns_for = getattr(cls, "patterns_for", None)
+    patterns = patterns_for(spec) if callable(patterns_for) else getattr(cls, "snapshot_patterns", None)
+    return list(patterns) if patterns else None
+
+
 def create_engine(spec: ModelSpec, context: EngineContext) -> Engine:
     """Construct (not load) the engine for `spec`. Cheap: no weights, no heavy imports."""
     cls = engine_class(spec.executor)
@@ -103,26 +78,31 @@ def create_engine(spec: ModelSpec, context: EngineContext) -> Engine:
 
 
 def isolation_for(spec: ModelSpec, settings: Settings) -> str:
-    """Where `spec` runs: its registry `isolation`, else "inprocess" for executors that hold no large
-    native memory, else TALKIES_ENGINE_ISOLATION."""
+    """Where `spec` runs: its registry `isolation`; else TALKIES_ENGINE_ISOLATION when it is set (it then
+    applies to every executor); else the executor's own default (a worker process for every engine that holds
+    native memory or the GIL, the server process for espeak-ng). The `process` executor's engine is only a
+    handle on an external child, so it always stays in the server process."""
+    info = EXECUTORS[spec.executor]
+    if info.server_only:
+        return "inprocess"
     if spec.isolation is not None:
         return spec.isolation
-    if EXECUTORS[spec.executor].isolation == "inprocess":
-        return "inprocess"
-    return settings.engine_isolation
+    if "engine_isolation" in settings.model_fields_set:
+        return settings.engine_isolation
+    return info.isolation
 
 
 def make_engine_factory(settings: Settings) -> Callable[[ModelSpec, EngineContext], Engine]:
-    """The pool's engine factory: a `ProcessEngine` (talkies.engines.host) or the engine itself."""
+    """The pool's engine factory: a `ProcessEngine` (talkies.workers) or the engine itself."""
     if settings.engine_isolation == "process":
-        from talkies.engines.host import start_helpers
+        from talkies.workers import start_helpers
 
         start_helpers()  # part of the server's idle footprint, not of the first model's
 
     def factory(spec: ModelSpec, context: EngineContext) -> Engine:
         if isolation_for(spec, settings) == "inprocess":
             return create_engine(spec, context)
-        from talkies.engines.host import ProcessEngine
+        from talkies.workers import ProcessEngine
 
         target = EXECUTORS[spec.executor].target
         if target is None:

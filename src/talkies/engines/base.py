@@ -7,12 +7,21 @@ Every engine is constructed cheaply (no heavy imports, no weights) from its regi
 `EngineContext`; `load()` does the expensive part and may import torch, ctranslate2, onnxruntime, ...
 `unload()` drops every reference to native memory. The pool calls `load()` / `unload()` off the event
 loop, and calls `transcribe()` / `synthesize()` from a worker thread (or a worker process, see
-`talkies.engines.host`).
+`talkies.workers`).
+
+Cooperative cancellation and progress: while an engine call runs, `current_call()` is the `CallControl`
+of the request it serves (set by the service in the calling context; a worker process sets its own).
+An engine that works in steps (segments, slices of audio, sentences) calls `checkpoint()` between them:
+it reports progress (the engine timeout counts time *without* progress) and raises `CallCancelled` once
+the request was abandoned, so a client that hung up stops the work at the next step.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import threading
+import time
+from collections.abc import Callable, Generator, Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Protocol, runtime_checkable
@@ -20,13 +29,16 @@ from typing import Literal, Protocol, runtime_checkable
 import numpy as np
 import numpy.typing as npt
 
+from talkies.registry.schema import Modality
+
+__all__ = ["Modality"]  # re-exported: engines and services import it from here too
+
 ASR_SAMPLE_RATE = 16_000
 """Every Transcriber receives 16 kHz mono float32 PCM."""
 
 TTS_SAMPLE_RATE = 24_000
 """The server's output rate: every Synthesizer's chunks are resampled to this before encoding."""
 
-Modality = Literal["asr", "tts"]
 Task = Literal["transcribe", "translate"]
 
 
@@ -114,6 +126,85 @@ class Voice:
     name: str
     default: bool = False
     origin: str | None = None  # "builtin" / "custom" where an engine distinguishes them
+    languages: tuple[str, ...] = ()  # BCP-47-ish codes the voice speaks ("en-us"), where the engine knows
+
+
+class CallCancelled(Exception):
+    """Raised by `checkpoint()` inside an engine call whose request was abandoned."""
+
+
+class CallControl:
+    """One engine call's cancel flag and progress clock, shared between the caller and the engine."""
+
+    def __init__(self) -> None:
+        self._cancelled = threading.Event()
+        self._listeners: list[Callable[[], None]] = []
+        self._lock = threading.Lock()
+        self.last_progress = time.monotonic()
+        self.on_progress: Callable[[], None] | None = None
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancelled.is_set()
+
+    def cancel(self) -> None:
+        """Ask the call to stop at its next step; runs every `when_cancelled` callback once."""
+        with self._lock:
+            if self._cancelled.is_set():
+                return
+            self._cancelled.set()
+            listeners, self._listeners = self._listeners, []
+        for listener in listeners:
+            listener()
+
+    def when_cancelled(self, listener: Callable[[], None]) -> Callable[[], None]:
+        """Run `listener` on cancel (at once if already cancelled); returns a function that removes it."""
+        with self._lock:
+            if not self._cancelled.is_set():
+                self._listeners.append(listener)
+                return lambda: self._discard(listener)
+        listener()
+        return lambda: None
+
+    def _discard(self, listener: Callable[[], None]) -> None:
+        with self._lock:
+            if listener in self._listeners:
+                self._listeners.remove(listener)
+
+    def progress(self) -> None:
+        self.last_progress = time.monotonic()
+        if self.on_progress is not None:
+            self.on_progress()
+
+    def wait_cancelled(self, timeout: float) -> bool:
+        return self._cancelled.wait(timeout)
+
+
+_current_call: ContextVar[CallControl | None] = ContextVar("talkies_current_call", default=None)
+
+
+def current_call() -> CallControl | None:
+    """The control of the engine call running in this context, if a service set one."""
+    return _current_call.get()
+
+
+def bind_call(control: CallControl | None) -> object:
+    """Make `control` the current call in this context; returns a token for `unbind_call`."""
+    return _current_call.set(control)
+
+
+def unbind_call(token: object) -> None:
+    _current_call.reset(token)  # type: ignore[arg-type]
+
+
+def checkpoint() -> None:
+    """Between two steps of an engine call: report progress, and stop if the request was abandoned."""
+    control = _current_call.get()
+    if control is None:
+        return
+    if control.cancelled:
+        raise CallCancelled("the request was abandoned")
+    control.progress()
 
 
 @runtime_checkable
@@ -135,6 +226,44 @@ class Transcriber(Engine, Protocol):
     def transcribe(self, request: TranscriptionRequest) -> TranscriptionResult: ...
 
 
+ASR_REQUEST_OPTIONS = frozenset({"prompt", "temperature", "logprobs"})
+"""Optional request fields a Transcriber may or may not honour (see `TranscriberOptions`)."""
+
+
+@runtime_checkable
+class SegmentStreamer(Protocol):
+    """Optional on a Transcriber: segments as they are decoded (streamed transcriptions, `stream=true`).
+
+    `transcribe_stream(request)` is a generator: it yields each `Segment` as soon as it is final (times
+    absolute in `request.audio`, in order, already clamped to the audio), and *returns* the whole
+    `TranscriptionResult` (its segments the ones yielded, its text their texts joined), so that
+    `transcribe()` can be `drain(transcribe_stream(request))` and the streamed and plain answers never
+    differ. The server takes one `next()` per worker-thread step, so the engine should `checkpoint()` (or
+    just yield) between segments; closing the generator must stop the work. An engine without it still
+    streams: one event per VAD region (long files) or all segments at the end (short ones).
+
+    Engines may also declare, as class attributes read without loading:
+    - `request_options: frozenset[str]`: which of ASR_REQUEST_OPTIONS they honour. A request that sets
+      another one answers 400 naming the option and the model. Missing: {"prompt", "temperature"}.
+      "logprobs" means `Word.probability` is a token probability (OpenAI's `include[]=logprobs`), filled
+      when `request.word_timestamps` is set.
+    """
+
+    def transcribe_stream(
+        self, request: TranscriptionRequest
+    ) -> Generator[Segment, None, TranscriptionResult]: ...
+
+
+def drain(stream: Generator[Segment, None, TranscriptionResult]) -> TranscriptionResult:
+    """Run a `transcribe_stream` generator to its end; its result."""
+    while True:
+        try:
+            next(stream)
+        except StopIteration as stop:
+            result: TranscriptionResult = stop.value
+            return result
+
+
 @runtime_checkable
 class Synthesizer(Engine, Protocol):
     """Text to speech. `synthesize` yields PCM chunks as soon as each is ready.
@@ -145,3 +274,16 @@ class Synthesizer(Engine, Protocol):
     def voices(self) -> list[Voice]: ...
 
     def synthesize(self, request: SpeechRequest) -> Iterator[AudioChunk]: ...
+
+
+@runtime_checkable
+class UpstreamServer(Engine, Protocol):
+    """An engine whose model is an external HTTP server (the `process` executor): requests are proxied
+    to `base_url`, with `model` replaced by `upstream_model` when it is set."""
+
+    base_url: str
+
+    @property
+    def upstream_model(self) -> str | None: ...
+
+    def exited_within(self, seconds: float) -> bool: ...

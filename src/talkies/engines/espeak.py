@@ -135,7 +135,10 @@ class EspeakEngine:
         names = list(languages)
         if self.default_voice not in names:
             names.insert(0, self.default_voice)  # e.g. a registry default with a variant, "en-us+klatt"
-        return [Voice(name, default=name == self.default_voice) for name in names]
+        return [
+            Voice(name, default=name == self.default_voice, languages=(name.partition("+")[0],))
+            for name in names
+        ]
 
     def check_voice(self, name: str) -> None:
         """Raise UnknownVoiceError unless `name` is a language voice, optionally `+variant`."""

@@ -1,9 +1,16 @@
 """CMU PocketSphinx speech recognition: weight-free, the US English model bundled in the pocketsphinx wheel.
 
 Word timestamps come from the decoder's segmentation (`Decoder.seg()`, in frames at `frate` per second);
-silences, sentence markers and fillers are dropped, and a pause of `SEGMENT_GAP_S` or more starts a new
-segment so subtitles get one cue per phrase. A pocketsphinx Decoder is not thread-safe: one per load, and
-calls are serialized with a lock (the registry also gives the model max_concurrency 1).
+silences, sentence markers and fillers are dropped, and `engines.common.group_words` starts a new segment
+at each pause of half a second or more so subtitles get one cue per phrase. A pocketsphinx Decoder is not
+thread-safe: one per load, and calls are serialized with a lock (the registry also gives the model
+max_concurrency 1).
+
+Cepstral mean normalization: the decoder carries its CMN estimate from one utterance to the next, so a
+request's words would depend on what earlier requests decoded. Each region is decoded twice from the same
+initial estimate: the first pass only adapts the CMN to this audio, the second gives the words. Results
+are then a function of the audio alone, and better on short clips (the README's "Hello from talkies."
+round-trips only this way).
 """
 
 from __future__ import annotations
@@ -17,21 +24,17 @@ from talkies.engines.base import (
     ASR_SAMPLE_RATE,
     EngineContext,
     Region,
-    Segment,
     TranscriptionRequest,
     TranscriptionResult,
     Word,
 )
+from talkies.engines.common import group_words
 from talkies.errors import CapabilityError, EngineError, UnsupportedLanguageError
 
 if TYPE_CHECKING:
     from talkies.registry import ModelSpec
 
 LANGUAGE = "en"
-SEGMENT_GAP_S = 0.5
-"""A silence at least this long between two words ends a segment."""
-MAX_SEGMENT_S = 15.0
-"""A segment longer than this is closed at the next word boundary."""
 
 
 def clean_word(token: str) -> str | None:
@@ -45,37 +48,20 @@ def clean_word(token: str) -> str | None:
     return word or None
 
 
-def group_words(words: list[Word]) -> list[Segment]:
-    """Words (in order) -> segments split at pauses of SEGMENT_GAP_S or at MAX_SEGMENT_S."""
-    segments: list[Segment] = []
-    current: list[Word] = []
-    for word in words:
-        if current and (
-            word.start - current[-1].end >= SEGMENT_GAP_S or word.end - current[0].start > MAX_SEGMENT_S
-        ):
-            segments.append(_segment(current))
-            current = []
-        current.append(word)
-    if current:
-        segments.append(_segment(current))
-    return segments
-
-
-def _segment(words: list[Word]) -> Segment:
-    return Segment(start=words[0].start, end=words[-1].end, text="".join(w.word for w in words), words=words)
-
-
 class PocketsphinxEngine:
+    supported_languages = ("en",)  # the US English model bundled in the wheel
     """The `pocketsphinx` executor (Transcriber), English only."""
 
     can_translate = False
     batches_regions = False
+    request_options: frozenset[str] = frozenset()  # no prompt, no temperature, no token probabilities
 
     def __init__(self, spec: ModelSpec, context: EngineContext) -> None:
         self.spec = spec
         self.context = context
         self._decoder: Any = None
         self._frame_rate = 100
+        self._cmn_init = ""
         self._lock = threading.Lock()
 
     def load(self) -> None:
@@ -86,6 +72,7 @@ class PocketsphinxEngine:
         except Exception as exc:  # pocketsphinx raises RuntimeError / ValueError for a broken model
             raise EngineError(f"pocketsphinx could not load its bundled model: {exc}") from exc
         self._frame_rate = int(decoder.config["frate"])
+        self._cmn_init = decoder.get_cmn()
         self._decoder = decoder
 
     def unload(self) -> None:
@@ -118,11 +105,13 @@ class PocketsphinxEngine:
         if len(pcm) < ASR_SAMPLE_RATE // self._frame_rate * 2:
             return []  # shorter than two frames: pocketsphinx reads past the buffer
         decoder = self._decoder
-        decoder.start_utt()
-        try:
-            decoder.process_raw(pcm.tobytes(), full_utt=True)
-        finally:
-            decoder.end_utt()
+        decoder.set_cmn(self._cmn_init)
+        for _ in range(2):  # pass 1 adapts the CMN to this audio; pass 2 decodes with it
+            decoder.start_utt()
+            try:
+                decoder.process_raw(pcm.tobytes(), full_utt=True)
+            finally:
+                decoder.end_utt()
         words = []
         for item in decoder.seg():
             word = clean_word(item.word)

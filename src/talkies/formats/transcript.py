@@ -1,4 +1,5 @@
-"""A `TranscriptionResult` -> the five `response_format` wire shapes (pure functions).
+"""A `TranscriptionResult` -> the `response_format` wire shapes (pure functions; `diarized_json` of
+several channels is `talkies.formats.diarized`).
 
 Times in srt / vtt are formatted from integer milliseconds, so 59.9996 s is `00:01:00,000`, never
 `00:00:60,000`. JSON times are rounded to the millisecond.
@@ -19,6 +20,7 @@ TRANSCRIPT_FORMATS: Final[dict[str, str]] = {
     "verbose_json": "application/json",
     "srt": "application/x-subrip",
     "vtt": "text/vtt",
+    "diarized_json": "application/json",
 }
 """response_format -> Content-Type."""
 
@@ -39,15 +41,27 @@ def normalize_transcript_format(name: str | None) -> str:
     return key
 
 
-def render_transcript(result: TranscriptionResult, fmt: str, *, task: str = "transcribe") -> tuple[str, str]:
-    """(body, content type) for `fmt` (a name `normalize_transcript_format` accepts)."""
+def render_transcript(
+    result: TranscriptionResult, fmt: str, *, task: str = "transcribe", logprobs: bool = False
+) -> tuple[str, str]:
+    """(body, content type) for `fmt` (a name `normalize_transcript_format` accepts). `logprobs`: json
+    carries OpenAI's `logprobs` list (include[]=logprobs)."""
     fmt = normalize_transcript_format(fmt)
     if fmt == "json":
-        body = _dumps({"text": result.text})
+        payload: dict[str, Any] = {"text": result.text}
+        if logprobs:
+            from talkies.formats.events import logprobs_of
+
+            payload["logprobs"] = logprobs_of([w for s in result.segments for w in s.words])
+        body = _dumps(payload)
     elif fmt == "text":
         body = result.text.strip() + "\n"
     elif fmt == "verbose_json":
         body = _dumps(verbose_json(result, task=task))
+    elif fmt == "diarized_json":
+        from talkies.formats.diarized import diarized_json
+
+        body = _dumps(diarized_json([result], ["A"]))  # one channel: one speaker
     elif fmt == "srt":
         body = render_srt(result)
     else:
@@ -61,7 +75,11 @@ def verbose_json(result: TranscriptionResult, *, task: str = "transcribe") -> di
     words: list[dict[str, Any]] = []
     for segment in segments:
         for word in segment.words:
-            entry: dict[str, Any] = {"word": word.word, "start": _ms(word.start), "end": _ms(word.end)}
+            entry: dict[str, Any] = {
+                "word": word.word,
+                "start": json_seconds(word.start),
+                "end": json_seconds(word.end),
+            }
             if word.probability is not None:
                 entry["probability"] = _finite(round(word.probability, 4))
             if word.channel is not None:
@@ -70,7 +88,7 @@ def verbose_json(result: TranscriptionResult, *, task: str = "transcribe") -> di
     return {
         "task": task,
         "language": result.language,
-        "duration": _ms(result.duration),
+        "duration": json_seconds(result.duration),
         "text": result.text,
         "segments": [_segment_json(index, segment) for index, segment in enumerate(segments)],
         "words": words,
@@ -114,7 +132,8 @@ def _millis(seconds: float) -> int:
     return math.floor(seconds * 1000 + 0.5)  # half up, not banker's rounding
 
 
-def _ms(seconds: float) -> float:
+def json_seconds(seconds: float) -> float:
+    """Seconds rounded to the millisecond (half up), as every JSON time is written."""
     return _millis(seconds) / 1000
 
 
@@ -144,8 +163,8 @@ def _segment_json(index: int, segment: Segment) -> dict[str, Any]:
     entry: dict[str, Any] = {
         "id": index,
         "seek": 0,
-        "start": _ms(segment.start),
-        "end": _ms(segment.end),
+        "start": json_seconds(segment.start),
+        "end": json_seconds(segment.end),
         "text": segment.text,
         "tokens": [],
         "temperature": _finite(segment.temperature),

@@ -1,12 +1,18 @@
-"""`file_path` URLs: download once into `files/downloads/`, reuse, and never let a URL reach what it must not.
+"""`file_path` URLs: download once into the URL cache, reuse, and never let a URL reach what it must not.
+
+The cache is its own `FileStore` under `$TALKIES_DATA_DIR/cache/urls/`, outside the staging root, so no
+`/v1/files` verb (or MCP file tool) can list, read, overwrite or delete a fetched body: a URL fetched on one
+client's behalf is never readable back through the API, and nobody can poison the entry another client's
+`file_path` will use.
 
 SSRF guard. Each hop's host is resolved ONCE (`Resolver`), every address is checked, and the connection is
 dialled to those checked addresses only: the HTTP stack gets a network backend that maps the URL's host to the
 pinned addresses and refuses any other destination, while the Host header and TLS SNI / certificate check stay
 on the hostname. A DNS answer that changes between the check and the connect (rebinding) therefore cannot
 redirect the connection. Redirects are followed by hand (at most `max_redirects`); every hop is checked again.
-Link-local and cloud-metadata addresses are refused always; with `block_private` every address that is not
-globally routable is refused as well.
+Link-local and cloud-metadata addresses are refused always; with `block_private` (the default) every address
+that is not globally routable is refused as well, unless the URL's host or the address is on the allowlist
+(`TALKIES_URL_ALLOWLIST`: host names and CIDRs).
 """
 
 from __future__ import annotations
@@ -32,11 +38,10 @@ import httpcore
 import httpx
 
 from talkies.errors import DownloadError, StagedFileNotFoundError
+from talkies.netpolicy import IPAddress, UrlAllowlist
 from talkies.services.files import PART_SUFFIX, FileStore, write_capped
 
-DOWNLOADS_DIR = "downloads"
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 Resolver = Callable[[str, int], Awaitable[Sequence[str]]]
 """(host, port) -> the addresses it resolves to, as strings."""
 
@@ -81,8 +86,10 @@ def _embedded_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | No
     return None
 
 
-def refusal_reason(address: IPAddress, *, block_private: bool) -> str | None:
-    """Why the guard refuses `address`, or None when it may be dialled."""
+def refusal_reason(
+    address: IPAddress, *, block_private: bool, allowlist: UrlAllowlist | None = None, host: str = ""
+) -> str | None:
+    """Why the guard refuses `address` (which `host` resolved to), or None when it may be dialled."""
     forms: list[IPAddress] = [address]
     if isinstance(address, ipaddress.IPv6Address):
         if address.scope_id:
@@ -93,6 +100,8 @@ def refusal_reason(address: IPAddress, *, block_private: bool) -> str | None:
     for form in forms:
         if any(form.version == net.version and form in net for net in ALWAYS_BLOCKED):
             return f"{address} is a link-local or cloud-metadata address"
+    if allowlist is not None and (allowlist.allows_host(host) or allowlist.allows_address(address)):
+        return None
     if block_private:
         for form in forms:
             if (
@@ -104,7 +113,11 @@ def refusal_reason(address: IPAddress, *, block_private: bool) -> str | None:
                 or form.is_unspecified
                 or not form.is_global
             ):
-                return f"{address} is not a public address (TALKIES_BLOCK_PRIVATE_DOWNLOADS=true)"
+                return (
+                    f"{address} is not a public address; add the host or its network to "
+                    "TALKIES_URL_ALLOWLIST to trust it "
+                    "(TALKIES_BLOCK_PRIVATE_DOWNLOADS=false turns the guard off)"
+                )
     return None
 
 
@@ -159,11 +172,12 @@ class Downloader:
 
     def __init__(
         self,
-        store: FileStore,
+        cache: FileStore,
         *,
         max_bytes: int,
         cache_bytes: int = 0,
-        block_private: bool = False,
+        block_private: bool = True,
+        allowlist: UrlAllowlist | None = None,
         resolver: Resolver = system_resolver,
         network_backend: httpcore.AsyncNetworkBackend | None = None,
         connect_timeout: float = 10.0,
@@ -171,10 +185,11 @@ class Downloader:
         max_redirects: int = 5,
         ssl_context: ssl.SSLContext | None = None,
     ) -> None:
-        self.store = store
+        self.cache = cache
         self.max_bytes = max_bytes
         self.cache_bytes = cache_bytes
         self.block_private = block_private
+        self.allowlist = allowlist or UrlAllowlist()
         self.max_redirects = max_redirects
         self._resolver = resolver
         self._backend = network_backend or httpcore.AnyIOBackend()
@@ -191,21 +206,21 @@ class Downloader:
 
     @property
     def directory(self) -> Path:
-        return self.store.root / DOWNLOADS_DIR
+        """The cache directory: its own root, outside the staging area."""
+        return self.cache.root
 
     async def fetch(self, url: str) -> Path:
         """The cached copy of `url`, downloading it first when it is not cached yet."""
         parsed = self._parse(url)
         name = cache_name(url)
-        relative = f"{DOWNLOADS_DIR}/{name}"
         self._waiting[name] += 1
         lock = self._locks.setdefault(name, anyio.Lock())
         try:
             async with lock:
-                cached = await anyio.to_thread.run_sync(self._touch_cached, relative)
+                cached = await anyio.to_thread.run_sync(self._touch_cached, name)
                 if cached is not None:
                     return cached
-                await self._download(parsed, relative)
+                await self._download(parsed, name)
                 await anyio.to_thread.run_sync(_mark_used, self.directory / name)
                 await anyio.to_thread.run_sync(self._evict, name)
                 return self.directory / name
@@ -230,7 +245,7 @@ class Downloader:
     # --- cache --------------------------------------------------------------------------------
     def _touch_cached(self, relative: str) -> Path | None:
         try:
-            opened = self.store.open_sync(relative)
+            opened = self.cache.open_sync(relative)
         except StagedFileNotFoundError:
             return None
         opened.close()
@@ -288,7 +303,12 @@ class Downloader:
         if not answers:
             raise DownloadError(f"could not resolve host {host}", param="file_path")
         for answer in answers:
-            reason = refusal_reason(ipaddress.ip_address(answer), block_private=self.block_private)
+            reason = refusal_reason(
+                ipaddress.ip_address(answer),
+                block_private=self.block_private,
+                allowlist=self.allowlist,
+                host=host,
+            )
             if reason is not None:
                 raise DownloadError(f"refusing to download from {host}: {reason}", param="file_path")
         return [str(ipaddress.ip_address(a.split("%", 1)[0])) for a in answers]
@@ -357,7 +377,7 @@ class Downloader:
         )
 
     async def _save(self, url: httpx.URL, body: AsyncIterator[bytes], relative: str) -> None:
-        writer = await anyio.to_thread.run_sync(self.store.begin_write, relative)
+        writer = await anyio.to_thread.run_sync(self.cache.begin_write, relative)
         await write_capped(
             writer,
             body,

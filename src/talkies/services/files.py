@@ -1,7 +1,8 @@
 """The staging area under `$TALKIES_DATA_DIR/files/`: safe paths, atomic uploads, streaming reads.
 
-Every path a client sends goes through `FileStore.resolve`: lexical checks first (null bytes, backslashes,
-empty, `.` and `..` segments are refused), then the walk from the root happens with `O_NOFOLLOW` on every
+Every path a client sends goes through `split_path`, the one staging-name rule (`NAME_RULE`: valid UTF-8
+segments without control characters or backslashes, none empty or starting with `.` or `~`, bounded depth
+and length), then the walk from the root happens with `O_NOFOLLOW` on every
 component, so a symlink at or under a request path is never followed: reads and deletes answer 404 as if
 nothing were there, uploads are refused. Uploads stream into a hidden `.part` file next to their target and
 are renamed into place only once complete, so an interrupted or oversized upload leaves nothing behind.
@@ -14,13 +15,16 @@ import contextlib
 import errno
 import mimetypes
 import os
+import re
 import secrets
 import stat
+import unicodedata
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote_to_bytes
 
 import anyio
 import anyio.to_thread
@@ -46,24 +50,70 @@ _EXTRA_TYPES = {
 }
 
 
+MAX_PATH_BYTES = 1024
+"""Longest staged path, in UTF-8 bytes."""
+MAX_PATH_DEPTH = 16
+"""Most segments in a staged path."""
+MAX_SEGMENT_BYTES = 255
+"""Longest segment, in UTF-8 bytes (what common filesystems take for one name)."""
+NAME_RULE = (
+    f"a staged path is 1 to {MAX_PATH_DEPTH} segments separated by single '/', at most {MAX_PATH_BYTES} "
+    f"bytes in all and {MAX_SEGMENT_BYTES} per segment; each segment is valid UTF-8 without control "
+    f"characters or '\\', does not start with '.' or '~', and the last does not end in '{PART_SUFFIX}'"
+)
+"""The one rule for staging names (`/v1/files`, MCP file tools, `file_path`); `split_path` enforces it."""
+
+
+def _refuse(path: str, reason: str) -> InvalidPathError:
+    shown = path.encode("utf-8", "backslashreplace").decode("utf-8")
+    if len(shown) > 120:
+        shown = shown[:120] + "..."
+    return InvalidPathError(f"invalid path {shown!r}: {reason}. Rule: {NAME_RULE}", param="path")
+
+
+def _is_control(char: str) -> bool:
+    return unicodedata.category(char) in ("Cc", "Zl", "Zp")
+
+
 def split_path(path: str) -> list[str]:
-    """Lexical validation of a client path -> its segments. Raises InvalidPathError."""
-    if "\x00" in path:
-        raise InvalidPathError("invalid path: null byte", param="path")
+    """THE staging-name rule (`NAME_RULE`): a client path -> its segments, or InvalidPathError naming it.
+
+    Undecodable bytes reach here as lone surrogates (`decode_raw_path` uses surrogateescape), so invalid
+    UTF-8 is refused here too, not just in one transport."""
+    if not path:
+        raise _refuse(path, "empty")
+    try:
+        encoded = path.encode("utf-8")
+    except UnicodeEncodeError:
+        raise _refuse(path, "not valid UTF-8") from None
+    if len(encoded) > MAX_PATH_BYTES:
+        raise _refuse(path, f"longer than {MAX_PATH_BYTES} bytes")
     if "\\" in path:
-        raise InvalidPathError("invalid path: backslashes are not allowed", param="path")
-    relative = path[1:] if path.startswith("/") else path
-    if not relative:
-        raise InvalidPathError("invalid path: empty", param="path")
-    segments = relative.split("/")
+        raise _refuse(path, "backslashes are not allowed")
+    bad = next((c for c in path if _is_control(c)), None)
+    if bad is not None:
+        raise _refuse(path, f"control character U+{ord(bad):04X}")
+    if path.startswith("/"):
+        raise _refuse(path, "a leading '/' (paths are relative to the staging root)")
+    segments = path.split("/")
+    if len(segments) > MAX_PATH_DEPTH:
+        raise _refuse(path, f"more than {MAX_PATH_DEPTH} segments")
     for segment in segments:
         if segment == "":
-            raise InvalidPathError("invalid path: empty segment (double or trailing slash)", param="path")
-        if segment in (".", ".."):
-            raise InvalidPathError(f"invalid path: '{segment}' segments are not allowed", param="path")
+            raise _refuse(path, "empty segment (double or trailing slash)")
+        if segment[0] in ".~":
+            raise _refuse(path, f"segment {segment[:40]!r} starts with {segment[0]!r}")
+        if len(segment.encode("utf-8")) > MAX_SEGMENT_BYTES:
+            raise _refuse(path, f"a segment is longer than {MAX_SEGMENT_BYTES} bytes")
     if segments[-1].endswith(PART_SUFFIX):
-        raise InvalidPathError(f"invalid path: the {PART_SUFFIX} suffix is reserved", param="path")
+        raise _refuse(path, f"the {PART_SUFFIX} suffix is reserved for uploads in progress")
     return segments
+
+
+def decode_raw_path(raw: bytes) -> str:
+    """A percent-encoded URL path (bytes) -> str, undecodable bytes kept as lone surrogates so that
+    `split_path` refuses them (a server's own decoding would turn them into U+FFFD and hide them)."""
+    return unquote_to_bytes(raw).decode("utf-8", "surrogateescape")
 
 
 def content_type_for(name: str) -> str:
@@ -308,6 +358,26 @@ class FileStore:
         for part in _walk_parts(self.root):
             with contextlib.suppress(OSError):
                 part.unlink()
+
+
+_LEGACY_CACHE_NAME = re.compile(r"[0-9a-f]{16}-[A-Za-z0-9._-]+")
+
+
+def retire_legacy_url_cache(files: FileStore) -> int:
+    """Remove URL bodies that versions before the separate URL cache kept in `files/downloads/` (named
+    `<16 hex>-<basename>`), where /v1/files could read them back. Returns how many were removed."""
+    directory = files.root / "downloads"
+    removed = 0
+    with contextlib.suppress(FileNotFoundError, NotADirectoryError), os.scandir(directory) as scan:
+        for entry in scan:
+            if _LEGACY_CACHE_NAME.fullmatch(entry.name) and entry.is_file(follow_symlinks=False):
+                with contextlib.suppress(OSError):
+                    os.unlink(entry.path)
+                    removed += 1
+    if removed:
+        with contextlib.suppress(OSError):
+            directory.rmdir()
+    return removed
 
 
 def _walk_parts(root: Path) -> Iterator[Path]:

@@ -2,25 +2,29 @@
 
 Every refusal (model, modality, empty input, voice, format) happens before the model is touched. The
 engine's sync generator is consumed one chunk at a time in a worker thread, each chunk encoded in that
-same thread, so neither synthesis nor encoding blocks the event loop. `open_stream` returns only once
-the first chunk is encoded: an engine that fails on its first sentence still answers with a real error
-status, and the rest streams while the model stays pinned.
+same thread, so neither synthesis nor encoding blocks the event loop. Those threads are `BlockingSteps`:
+a client that hangs up never gets the encoder or the generator closed under a running thread.
+`open_stream` returns only once the first chunk is encoded: an engine that fails on its first sentence
+still answers with a real error status, and the rest streams while the model stays pinned. `open_events`
+is the same stream as OpenAI's server-sent events (`stream_format=sse`): each encoded chunk base64 in a
+`speech.audio.delta`, then `speech.audio.done` with `usage`.
 
 Voices are checked against a catalog engine: an unloaded local instance of the model's engine class
 (construction is cheap and `voices()` works before `load()`), whether or not the model itself runs in a
 worker process. An engine may expose `check_voice(name)` to accept more than its listed names (espeak-ng
-variants, voice blends); otherwise the name must be in `voices()`.
+variants, voice blends); otherwise the name must be in `voices()`. An engine may also expose
+`check_request(request)` for refusals that depend on the whole request (Qwen3 voice design without
+instructions, a language the checkpoint does not speak).
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import math
-from collections.abc import AsyncGenerator, AsyncIterator, Iterator
-from contextlib import AsyncExitStack
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, cast
-
-import anyio.to_thread
 
 from talkies.audio.encode import SPEECH_FORMATS, SpeechEncoder, normalize_speech_format, resample
 from talkies.engines import create_engine
@@ -32,11 +36,15 @@ from talkies.errors import (
     UnknownVoiceError,
     WrongModalityError,
 )
+from talkies.formats.events import speech_delta, speech_done
 from talkies.pool import ModelPool
 from talkies.registry import ModelSpec, Registry
+from talkies.services.blocking import BlockingSteps
+from talkies.services.transcription import refuse_external
 from talkies.settings import Settings
 
 MIN_SPEED, MAX_SPEED = 0.25, 4.0
+STREAM_FORMATS = ("audio", "sse")
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +57,7 @@ class SpeechOptions:
     instructions: str | None = None
     language: str | None = None
     extra: dict[str, object] = field(default_factory=dict)  # engine sampling knobs (temperature, top_k, ...)
+    stream_format: str | None = None  # OpenAI's: audio (bytes; also the default) or sse (events)
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,10 +65,19 @@ class SpeechPlan:
     spec: ModelSpec
     request: SpeechRequest
     format: str
+    sse: bool = False  # stream_format=sse: speech.audio.delta events carrying the encoded bytes
+    stream_wav: bool = False  # wav streams behind a header of unknown length (not a whole body)
 
     @property
     def content_type(self) -> str:
         return SPEECH_FORMATS[self.format]
+
+
+@dataclass(slots=True)
+class SpeechMeter:
+    """What a `stream` has encoded so far (`usage` of `speech.audio.done`)."""
+
+    samples: int = 0  # at TTS_SAMPLE_RATE
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,12 +86,17 @@ class VoiceEntry:
     model: str
     default: bool
     origin: str | None = None
+    languages: tuple[str, ...] = ()
+    aliases: tuple[str, ...] = ()  # registry voice_aliases naming this voice
 
 
-def clamp_speed(speed: float) -> float:
-    if not math.isfinite(speed):
-        return 1.0
-    return min(MAX_SPEED, max(MIN_SPEED, speed))
+def check_speed(speed: float) -> float:
+    """OpenAI's range: 0.25-4.0; anything else (NaN included) is refused, never clamped."""
+    if not (math.isfinite(speed) and MIN_SPEED <= speed <= MAX_SPEED):
+        raise BadRequestError(
+            f"speed must be between {MIN_SPEED} and {MAX_SPEED}, got {speed}", param="speed"
+        )
+    return speed
 
 
 class SpeechService:
@@ -89,24 +112,38 @@ class SpeechService:
         spec = self._tts_spec(options.model)
         if not options.input.strip():
             raise BadRequestError("input is empty: give the text to speak", param="input")
+        limit = self.settings.max_input_chars
+        if len(options.input) > limit:
+            raise BadRequestError(
+                f"input is {len(options.input)} characters; the limit is {limit} (TALKIES_MAX_INPUT_CHARS)",
+                param="input",
+            )
         fmt = normalize_speech_format(options.response_format)
+        stream_format = check_stream_format(options.stream_format)
         engine = self._catalog_engine(spec)
-        voice = (
-            options.voice.strip() if options.voice and options.voice.strip() else self._default_voice(engine)
-        )
+        speed = check_speed(options.speed)
+        asked = options.voice.strip() if options.voice else ""
+        voice = spec.voice_aliases.get(asked, asked) if asked else self._default_voice(engine)
         self._check_voice(spec, engine, voice)
         request = SpeechRequest(
             text=options.input,
             voice=voice,
-            speed=clamp_speed(options.speed),
+            speed=speed,
             instructions=options.instructions,
             language=options.language or spec.default_language,
             options=dict(options.extra),
         )
-        return SpeechPlan(spec=spec, request=request, format=fmt)
+        check_request = getattr(engine, "check_request", None)
+        if callable(check_request):
+            check_request(request)  # engine-specific refusals that need no weights (e.g. Qwen3 design)
+        stream_wav = stream_format is not None or self.settings.wav_streaming
+        return SpeechPlan(
+            spec=spec, request=request, format=fmt, sse=stream_format == "sse", stream_wav=stream_wav
+        )
 
     def _tts_spec(self, slug: str) -> ModelSpec:
-        spec = self.pool.spec(slug)
+        spec = self.pool.spec(slug, kind="tts")
+        refuse_external(spec)
         if spec.kind != "tts":
             raise WrongModalityError(
                 f"model {spec.slug!r} is a speech-to-text model; use POST /v1/audio/transcriptions with it, "
@@ -156,7 +193,8 @@ class SpeechService:
     async def synthesize(self, options: SpeechOptions) -> tuple[bytes, str]:
         """The whole utterance encoded in one body, with its content type."""
         plan = self.validate(options)
-        parts = [part async for part in self.stream(plan, whole_body=True)]
+        async with contextlib.aclosing(self.stream(plan, whole_body=True)) as stream:
+            parts = [part async for part in stream]
         return b"".join(parts), plan.content_type
 
     async def open_stream(self, plan: SpeechPlan) -> AsyncIterator[bytes]:
@@ -174,21 +212,62 @@ class SpeechService:
             raise
         return _prepend(first, stream)
 
-    async def stream(self, plan: SpeechPlan, *, whole_body: bool = False) -> AsyncGenerator[bytes, None]:
+    async def open_events(self, plan: SpeechPlan) -> AsyncIterator[bytes]:
+        """`stream_format=sse`: like `open_stream`, as server-sent events (see `events`)."""
+        stream = self.events(plan)
+        try:
+            first = await anext(stream)
+        except BaseException:
+            await stream.aclose()
+            raise
+        return _prepend(first, stream)
+
+    async def events(self, plan: SpeechPlan) -> AsyncGenerator[bytes, None]:
+        """A `speech.audio.delta` per encoded chunk (base64 of the bytes `stream` would send: the chosen
+        `response_format`, so the deltas joined are the streamed file), then one `speech.audio.done` with
+        `usage`. The model is released before `done` is sent."""
+        meter = SpeechMeter()
+        async with contextlib.aclosing(self.stream(plan, meter=meter)) as parts:
+            async for part in parts:
+                if part:  # the encoder's flush may be empty (pcm, wav)
+                    yield speech_delta(part)
+        yield speech_done(len(plan.request.text), meter.samples / TTS_SAMPLE_RATE)
+
+    async def stream(
+        self, plan: SpeechPlan, *, whole_body: bool = False, meter: SpeechMeter | None = None
+    ) -> AsyncGenerator[bytes, None]:
         """Encoded bytes as synthesis proceeds. `whole_body=True` muxes for a complete file instead (MP3
-        LAME header, FLAC STREAMINFO), at the cost of sending nothing until the end."""
-        async with AsyncExitStack() as stack:
-            engine = await stack.enter_async_context(self.pool.acquire(plan.spec.slug))
-            chunks = iter(cast(Synthesizer, engine).synthesize(plan.request))
-            encoder = SpeechEncoder(plan.format, TTS_SAMPLE_RATE, stream=not whole_body)
-            stack.callback(encoder.close)
-            stack.callback(_close_generator, chunks)
-            while True:
-                data, done = await anyio.to_thread.run_sync(_next_encoded, chunks, encoder)
-                if data or done:
-                    yield data
-                if done:
-                    return
+        LAME header, FLAC STREAMINFO), at the cost of sending nothing until the end. A WAV streams only
+        when `plan.stream_wav` (and not `whole_body`). `meter`, when given, counts the samples encoded.
+
+        Synthesis and encoding run as `BlockingSteps`: when the consumer goes away (client hung up,
+        aclose, cancellation) the step in flight finishes first, then the engine's generator and the
+        encoder are closed in a worker thread, then the model is released (never under a thread)."""
+        async with self.pool.acquire(plan.spec.slug) as engine:
+            steps = BlockingSteps()
+            chunks: Iterator[AudioChunk] | None = None
+            encoder: SpeechEncoder | None = None
+            try:
+                encoder = await steps.run(
+                    functools.partial(
+                        SpeechEncoder,
+                        plan.format,
+                        TTS_SAMPLE_RATE,
+                        stream=not whole_body,
+                        stream_wav=plan.stream_wav and not whole_body,
+                    )
+                )
+                chunks = await steps.run(_start_synthesis, engine, plan.request)
+                while True:
+                    data, done = await steps.run(_next_encoded, chunks, encoder)
+                    if meter is not None:
+                        meter.samples = encoder.samples
+                    if data or done:
+                        yield data
+                    if done:
+                        return
+            finally:
+                await steps.close(_closer_of(chunks), encoder.close if encoder is not None else None)
 
     # --- catalog -------------------------------------------------------------------------------------
 
@@ -197,7 +276,11 @@ class SpeechService:
         if model is not None:
             specs = [self._tts_spec(model)]
         else:
-            specs = [s for s in self.registry.models.values() if s.kind == "tts"]
+            specs = [
+                s
+                for s in self.registry.models.values()
+                if s.kind == "tts" and s.executor != "process" and not s.unlisted
+            ]
             specs = [s for s in specs if self.pool.unavailable_reason(s.slug) is None]
         entries = []
         for spec in specs:
@@ -209,9 +292,30 @@ class SpeechService:
                     raise
                 continue  # e.g. espeak-ng not installed: the full catalog lists what can speak
             entries += [
-                VoiceEntry(voice=v.name, model=spec.slug, default=v.default, origin=v.origin) for v in listed
+                VoiceEntry(
+                    voice=v.name,
+                    model=spec.slug,
+                    default=v.default,
+                    origin=v.origin,
+                    languages=v.languages or spec.languages,
+                    aliases=tuple(a for a, target in spec.voice_aliases.items() if target == v.name),
+                )
+                for v in listed
             ]
         return entries
+
+
+def check_stream_format(value: str | None) -> str | None:
+    """None (not sent), `audio` or `sse`; anything else is refused naming the field."""
+    if value is None or not value.strip():
+        return None
+    key = value.strip().lower()
+    if key not in STREAM_FORMATS:
+        raise BadRequestError(
+            f"unsupported stream_format {value!r}; expected one of: {', '.join(STREAM_FORMATS)}",
+            param="stream_format",
+        )
+    return key
 
 
 def _next_encoded(chunks: Iterator[AudioChunk], encoder: SpeechEncoder) -> tuple[bytes, bool]:
@@ -227,10 +331,13 @@ def _next_encoded(chunks: Iterator[AudioChunk], encoder: SpeechEncoder) -> tuple
     return encoder.feed(pcm), False
 
 
-def _close_generator(chunks: Iterator[Any]) -> None:
+def _start_synthesis(engine: Engine, request: SpeechRequest) -> Iterator[AudioChunk]:
+    return iter(cast(Synthesizer, engine).synthesize(request))
+
+
+def _closer_of(chunks: Iterator[Any] | None) -> Callable[[], object] | None:
     close = getattr(chunks, "close", None)
-    if callable(close):
-        close()
+    return close if callable(close) else None
 
 
 async def _prepend(first: bytes, rest: AsyncGenerator[bytes, None]) -> AsyncIterator[bytes]:

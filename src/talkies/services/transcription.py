@@ -11,6 +11,9 @@ downloaded URL all come through `transcribe_file` the same way.
 
 from __future__ import annotations
 
+import json
+import logging
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import cast
@@ -31,19 +34,36 @@ from talkies.engines.base import (
     TranscriptionResult,
 )
 from talkies.errors import (
+    BadRequestError,
     CapabilityError,
     DiarizationError,
-    EngineError,
+    UnsupportedFormatError,
     UnsupportedLanguageError,
     WrongModalityError,
 )
-from talkies.formats.timeline import merge_stereo, stitch
+from talkies.formats.diarized import diarized_json, speaker_labels
+from talkies.formats.timeline import merge_stereo
 from talkies.formats.transcript import normalize_transcript_format, render_transcript
 from talkies.pool import ModelPool
 from talkies.registry import ModelSpec, Registry
+from talkies.services.blocking import BlockingSteps
+from talkies.services.transcript_steps import Piece, decode_steps, next_step
 from talkies.settings import Settings
 
 PCM = npt.NDArray[np.float32]
+log = logging.getLogger(__name__)
+DEFAULT_REQUEST_OPTIONS = frozenset({"prompt", "temperature"})
+DIARIZED = "diarized_json"
+MAX_SPEAKERS = 2  # diarized_json's speakers are a file's channels: mono or stereo
+
+
+def refuse_external(spec: ModelSpec) -> None:
+    """A `process` model's server answers on the HTTP audio endpoints only (talkies.api.proxy)."""
+    if spec.executor == "process":
+        raise CapabilityError(
+            f"model {spec.slug!r} is an external server; it is served on the /v1/audio HTTP endpoints only",
+            param="model",
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +77,10 @@ class TranscriptionOptions:
     temperature: float | None = None
     task: Task = "transcribe"
     diarization: bool = False
+    word_timestamps: bool = False  # timestamp_granularities[]=word (or logprobs): the engine's word pass
+    logprobs: bool = False  # include[]=logprobs
+    vad: VadOptions | None = None  # chunking_strategy: VAD with these options whatever the length
+    speaker_names: tuple[str, ...] = ()  # known_speaker_names[]: diarized_json's labels, in channel order
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +98,14 @@ class _Plan:
     options: TranscriptionOptions
 
 
+@dataclass(frozen=True, slots=True)
+class SpeakerChannels:
+    """`diarized_json`'s input: one decoded channel per speaker, in channel order."""
+
+    speakers: list[str]
+    channels: list[PCM]
+
+
 class TranscriptionService:
     def __init__(self, pool: ModelPool, registry: Registry, settings: Settings) -> None:
         self.pool = pool
@@ -83,7 +115,8 @@ class TranscriptionService:
 
     def validate(self, options: TranscriptionOptions) -> _Plan:
         """Everything that can be refused without reading the audio."""
-        spec = self.pool.spec(options.model)
+        spec = self.pool.spec(options.model, kind="asr")
+        refuse_external(spec)
         if spec.kind != "asr":
             raise WrongModalityError(
                 f"model {spec.slug!r} is a text-to-speech model; use POST /v1/audio/speech with it, "
@@ -95,7 +128,72 @@ class TranscriptionService:
             raise CapabilityError(f"model {spec.slug!r} cannot translate", param="model")
         if options.language:
             self._check_language(spec.slug, options.language)
+        self._check_request_options(spec, options, fmt)
+        self._check_speakers(options, fmt)
         return _Plan(spec=spec, format=fmt, options=options)
+
+    @staticmethod
+    def _check_speakers(options: TranscriptionOptions, fmt: str) -> None:
+        names = options.speaker_names
+        if fmt == DIARIZED and options.task == "translate":
+            raise UnsupportedFormatError(
+                "response_format diarized_json is for transcriptions, not translations",
+                param="response_format",
+            )
+        if not names:
+            return
+        if fmt != DIARIZED:
+            raise BadRequestError(
+                f"known_speaker_names[] needs response_format=diarized_json (got {fmt})",
+                param="known_speaker_names",
+            )
+        if len(names) > MAX_SPEAKERS:
+            raise BadRequestError(
+                f"known_speaker_names[] takes at most {MAX_SPEAKERS} names (got {len(names)}): talkies' "
+                "speakers are the file's channels (mono: 1, stereo: 2)",
+                param="known_speaker_names",
+            )
+        if len(set(speaker_labels(MAX_SPEAKERS, names))) < MAX_SPEAKERS:
+            raise BadRequestError(
+                f"known_speaker_names[] must be distinct and differ from the letters of unnamed "
+                f"channels (got {', '.join(names)})",
+                param="known_speaker_names",
+            )
+        if not all(name.isprintable() for name in names):
+            raise BadRequestError("known_speaker_names[] must be printable text", param="known_speaker_names")
+
+    def _check_request_options(self, spec: ModelSpec, options: TranscriptionOptions, fmt: str) -> None:
+        """A known OpenAI option this model cannot honour is a 400 naming it and the model, never ignored."""
+        if options.word_timestamps and fmt != "verbose_json":
+            raise BadRequestError(
+                f"timestamp_granularities[]=word needs response_format=verbose_json (got {fmt})",
+                param="timestamp_granularities",
+            )
+        if options.logprobs and fmt != "json":
+            raise BadRequestError(
+                f"include[]=logprobs needs response_format=json (got {fmt})", param="include"
+            )
+        honoured = self.request_options(spec)
+        asked = {
+            "prompt": bool(options.prompt),
+            "temperature": options.temperature is not None,
+            "logprobs": options.logprobs,
+        }
+        for name, is_set in asked.items():
+            if is_set and name not in honoured:
+                field = "include[]=logprobs" if name == "logprobs" else name
+                message = f"{field} is not supported by model {spec.slug!r}"
+                if name == "logprobs":
+                    able = [s.slug for s in self.registry.models.values() if name in self.request_options(s)]
+                    message += f"; models that can: {', '.join(able)}" if able else "; no enabled model can"
+                raise CapabilityError(message, param="include" if name == "logprobs" else name)
+
+    def request_options(self, spec: ModelSpec) -> frozenset[str]:
+        """Which of prompt / temperature / logprobs the model's engine honours (class attribute, no load)."""
+        if spec.kind != "asr":
+            return frozenset()
+        declared = getattr(_engine_type(spec), "request_options", None)
+        return frozenset(declared) if declared is not None else DEFAULT_REQUEST_OPTIONS
 
     def _check_language(self, slug: str, language: str) -> None:
         """Refuse an unknown language before the audio is read, when the model is resident.
@@ -114,22 +212,69 @@ class TranscriptionService:
 
     async def transcribe_file(self, path: Path, options: TranscriptionOptions) -> Transcript:
         plan = self.validate(options)
+        if plan.format == DIARIZED:
+            return await self._transcribe_speakers(plan, await self.speaker_channels(plan, path))
         if options.diarization:
-            info = await anyio.to_thread.run_sync(probe_audio, path)
-            if info.channels != 2:
-                kind = "mono" if info.channels == 1 else f"{info.channels}-channel"
-                raise DiarizationError(
-                    f"diarization needs a 2-channel (stereo) file; this one is {kind}", param="diarization"
-                )
+            await self._require_stereo(path)
             left, right = await anyio.to_thread.run_sync(self._decode_stereo, path)
             result = merge_stereo(await self._run(plan, left), await self._run(plan, right))
         else:
-            pcm = await anyio.to_thread.run_sync(self._decode_mono, path)
+            pcm = await anyio.to_thread.run_sync(self.decode_mono, path)
             result = await self._run(plan, pcm)
-        body, content_type = render_transcript(result, plan.format, task=options.task)
+        body, content_type = render_transcript(
+            result, plan.format, task=options.task, logprobs=options.logprobs
+        )
         return Transcript(body=body, content_type=content_type, result=result, format=plan.format)
 
-    def _decode_mono(self, path: Path) -> PCM:
+    async def speaker_channels(self, plan: _Plan, path: Path) -> SpeakerChannels:
+        """`diarized_json`: a speaker per channel (mono: one), named by `known_speaker_names[]` in
+        channel order; more names than channels, or more than two channels, is a 400."""
+        if plan.options.diarization:
+            await self._require_stereo(path)
+        info = await anyio.to_thread.run_sync(probe_audio, path)
+        if info.channels > MAX_SPEAKERS:
+            raise DiarizationError(
+                f"diarized_json takes a mono or stereo file (one speaker per channel); this one is "
+                f"{info.channels}-channel",
+                param="response_format",
+            )
+        names = plan.options.speaker_names
+        if len(names) > info.channels:
+            raise BadRequestError(
+                f"known_speaker_names[] has {len(names)} names but this file has {info.channels} "
+                f"channel(s): at most one name per channel",
+                param="known_speaker_names",
+            )
+        if info.channels == 2:
+            channels = list(await anyio.to_thread.run_sync(self._decode_stereo, path))
+        else:
+            channels = [await anyio.to_thread.run_sync(self.decode_mono, path)]
+        return SpeakerChannels(speakers=speaker_labels(len(channels), names), channels=channels)
+
+    async def _transcribe_speakers(self, plan: _Plan, speakers: SpeakerChannels) -> Transcript:
+        results = [await self._run(plan, pcm) for pcm in speakers.channels]
+        body = json.dumps(diarized_json(results, speakers.speakers), ensure_ascii=False)
+        merged = results[0] if len(results) == 1 else merge_stereo(*results)
+        return Transcript(body=body, content_type="application/json", result=merged, format=DIARIZED)
+
+    async def _require_stereo(self, path: Path) -> None:
+        info = await anyio.to_thread.run_sync(probe_audio, path)
+        if info.channels != 2:
+            kind = "mono" if info.channels == 1 else f"{info.channels}-channel"
+            raise DiarizationError(
+                f"diarization needs a 2-channel (stereo) file; this one is {kind}", param="diarization"
+            )
+
+    async def transcribe_pcm(self, pcm: PCM, options: TranscriptionOptions) -> Transcript:
+        """16 kHz mono float32 already in memory (a Wyoming stream): the file path without the decode."""
+        plan = self.validate(options)
+        result = await self._run(plan, pcm)
+        body, content_type = render_transcript(
+            result, plan.format, task=options.task, logprobs=options.logprobs
+        )
+        return Transcript(body=body, content_type=content_type, result=result, format=plan.format)
+
+    def decode_mono(self, path: Path) -> PCM:
         return decode_audio(path, sample_rate=ASR_SAMPLE_RATE, max_seconds=self.settings.max_audio_seconds)
 
     def _decode_stereo(self, path: Path) -> tuple[PCM, PCM]:
@@ -144,43 +289,55 @@ class TranscriptionService:
         return channels[0], channels[1]
 
     async def _run(self, plan: _Plan, pcm: PCM) -> TranscriptionResult:
-        """One channel: VAD slicing when long, then the engine inside the pool."""
-        duration = len(pcm) / ASR_SAMPLE_RATE
-        regions: list[Region] | None = None
-        if duration > self.settings.vad_chunk_threshold:
-            regions = await anyio.to_thread.run_sync(speech_regions, pcm, self.vad_options)
-            if not regions:
-                language = plan.options.language or plan.spec.default_source_lang
-                return TranscriptionResult(text="", language=language, duration=duration)
-        async with self.pool.acquire(plan.spec.slug) as engine:
-            transcriber = cast(Transcriber, engine)
-            result = await anyio.to_thread.run_sync(self._call_engine, transcriber, plan, pcm, regions)
-        if result.language is None:
-            result = replace(result, language=plan.options.language or plan.spec.default_source_lang)
+        """One channel, to the end (see `events`)."""
+        result: TranscriptionResult | None = None
+        async for event in self.events(plan, pcm):
+            if isinstance(event, TranscriptionResult):
+                result = event
+        assert result is not None
         return result
 
+    async def events(self, plan: _Plan, pcm: PCM) -> AsyncGenerator[Piece | TranscriptionResult, None]:
+        """One channel: VAD slicing (long files, or a `chunking_strategy`), then the engine inside the pool,
+        one step per worker-thread call: each `Piece` as it is decoded, then the whole result.
+
+        A hang-up cancels cooperatively; the model is released only once the engine step has returned."""
+        duration = len(pcm) / ASR_SAMPLE_RATE
+        regions: list[Region] | None = None
+        vad = plan.options.vad
+        if vad is not None or duration > self.settings.vad_chunk_threshold:
+            regions = await anyio.to_thread.run_sync(speech_regions, pcm, vad or self.vad_options)
+            log.debug("%s: %d VAD regions in %.1f s of audio", plan.spec.slug, len(regions), duration)
+            if not regions:
+                language = plan.options.language or plan.spec.default_source_lang
+                yield TranscriptionResult(text="", language=language, duration=duration)
+                return
+        result: TranscriptionResult | None = None
+        async with self.pool.acquire(plan.spec.slug) as engine:
+            steps = BlockingSteps()
+            generator = decode_steps(cast(Transcriber, engine), self._request(plan, pcm), regions)
+            try:
+                while result is None:
+                    piece, result = await steps.run(next_step, generator)
+                    if piece is not None:
+                        yield piece
+            finally:
+                await steps.close(generator.close)
+        if result.language is None:
+            result = replace(result, language=plan.options.language or plan.spec.default_source_lang)
+        yield result
+
     @staticmethod
-    def _call_engine(
-        engine: Transcriber, plan: _Plan, pcm: PCM, regions: list[Region] | None
-    ) -> TranscriptionResult:
+    def _request(plan: _Plan, pcm: PCM) -> TranscriptionRequest:
         options = plan.options
-        base = TranscriptionRequest(
+        return TranscriptionRequest(
             audio=pcm,
             language=options.language,
             prompt=options.prompt,
             temperature=options.temperature,
             task=options.task,
+            word_timestamps=options.word_timestamps or options.logprobs,
         )
-        duration = len(pcm) / ASR_SAMPLE_RATE
-        if regions is None:
-            return _checked(engine.transcribe(base), duration)
-        if engine.batches_regions:
-            return _checked(engine.transcribe(replace(base, regions=tuple(regions))), duration)
-        parts = []
-        for region in regions:
-            piece = pcm[int(region.start * ASR_SAMPLE_RATE) : int(region.end * ASR_SAMPLE_RATE)]
-            parts.append((region, engine.transcribe(replace(base, audio=piece))))
-        return stitch(parts, duration)
 
 
 def _engine_type(spec: ModelSpec) -> type | None:
@@ -188,9 +345,3 @@ def _engine_type(spec: ModelSpec) -> type | None:
         return engine_class(spec.executor)
     except (LookupError, ImportError):
         return None  # the pool reports why when the model is acquired
-
-
-def _checked(result: TranscriptionResult, duration: float) -> TranscriptionResult:
-    if not isinstance(result, TranscriptionResult):
-        raise EngineError(f"engine returned {type(result).__name__}, not a TranscriptionResult")
-    return replace(result, duration=duration)

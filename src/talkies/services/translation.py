@@ -1,7 +1,8 @@
 """Translation to English (OpenAI's `/v1/audio/translations`): transcription with task="translate".
 
 Which models can translate is asked without loading anything: a resident engine answers for itself;
-otherwise its class does (`can_translate`), refined by the class's optional
+otherwise its class does (`can_translate`), refined by the class's optional `spec_can_translate(spec)`
+(from the registry entry: a Canary entry listing only English cannot) and
 `snapshot_can_translate(model_dir)` when the model's files are on disk (an English-only Whisper is told
 apart by its vocabulary). A model that cannot translate is refused before the audio is decoded, with the
 list of models that can.
@@ -34,6 +35,11 @@ class TranslationService:
             cls = engine_class(spec.executor)
         except (LookupError, ImportError):
             return False
+        from_spec = getattr(cls, "spec_can_translate", None)
+        if from_spec is not None:
+            by_entry = from_spec(spec)
+            if isinstance(by_entry, bool):
+                return by_entry
         from_snapshot = getattr(cls, "snapshot_can_translate", None)
         if from_snapshot is not None:
             answer = from_snapshot(self.pool.engine_context(spec).model_dir)
@@ -48,7 +54,7 @@ class TranslationService:
     def validate(self, options: TranscriptionOptions) -> TranscriptionOptions:
         """Refuse what can be refused without the audio; returns the options with task="translate"."""
         options = replace(options, task="translate")
-        spec = self.pool.spec(options.model)
+        spec = self.pool.spec(options.model, kind="asr")
         if spec.kind == "asr" and not self.can_translate(spec):
             raise self._refusal(spec.slug)
         self.transcription.validate(options)  # modality, response format, language
@@ -61,7 +67,7 @@ class TranslationService:
             return await self.transcription.transcribe_file(path, options)
         except CapabilityError as exc:
             # The engine found out only once loaded (e.g. a snapshot downloaded by this very request).
-            raise self._refusal(options.model) from exc
+            raise self._refusal(self.pool.spec(options.model, kind="asr").slug) from exc
 
     def _refusal(self, slug: str) -> CapabilityError:
         able = self.translators()

@@ -81,6 +81,7 @@ def test_content_types() -> None:
         "verbose_json": "application/json",
         "srt": "application/x-subrip",
         "vtt": "text/vtt",
+        "diarized_json": "application/json",
     }
 
 

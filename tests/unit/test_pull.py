@@ -1,0 +1,287 @@
+"""`talkies pull` against a local server that speaks enough of the Hugging Face hub's API for
+huggingface_hub (HF_ENDPOINT points at it): allow-patterns, verification, the completion marker, `--check`,
+and a transfer killed half-way that the next pull resumes with a Range request."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from talkies.engines.snapshot import COMPLETE_MARKER, PULL_RECORD, check_snapshot, snapshot_present
+from tests.conftest import REPO_ROOT, write_registry
+
+REPO = "acme/tiny-whisper"
+COMMIT = "0123456789abcdef0123456789abcdef01234567"
+BIG = 8 * 1024 * 1024
+
+
+@dataclass
+class FakeHub:
+    files: dict[str, bytes]
+    listed_sha: dict[str, str] = field(default_factory=dict)  # overrides the SHA-256 the API reports
+    stall_after: int | None = None  # GET of model.bin sends this many bytes, then hangs
+    sent: dict[str, int] = field(default_factory=dict)
+    ranges: list[str] = field(default_factory=list)
+    release: threading.Event = field(default_factory=threading.Event)
+    url: str = ""
+
+    def info(self) -> dict[str, Any]:
+        siblings = []
+        for name, body in self.files.items():
+            sha = self.listed_sha.get(name, hashlib.sha256(body).hexdigest())
+            entry: dict[str, Any] = {"rfilename": name, "size": len(body), "blobId": sha[:40]}
+            if name.endswith(".bin"):
+                entry["lfs"] = {"size": len(body), "sha256": sha, "pointerSize": 134}
+            siblings.append(entry)
+        return {"id": REPO, "modelId": REPO, "sha": COMMIT, "private": False, "siblings": siblings}
+
+
+def _handler(hub: FakeHub) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+        def _file(self) -> tuple[str, bytes] | None:
+            prefix = f"/{REPO}/resolve/"
+            if not self.path.startswith(prefix):
+                return None
+            name = self.path[len(prefix) :].split("/", 1)[1].split("?")[0]
+            body = hub.files.get(name)
+            return (name, body) if body is not None else None
+
+        def _headers(self, name: str, body: bytes, status: int, length: int) -> None:
+            self.send_response(status)
+            self.send_header("X-Repo-Commit", COMMIT)
+            self.send_header("ETag", f'"{hashlib.sha1(body).hexdigest()}"')
+            self.send_header("Content-Length", str(length))
+            self.send_header("Accept-Ranges", "bytes")
+            self.send_header("Content-Type", "application/octet-stream")
+
+        def do_HEAD(self) -> None:
+            found = self._file()
+            if found is None:
+                self.send_response(404)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            name, body = found
+            self._headers(name, body, 200, len(body))
+            self.end_headers()
+
+        def do_GET(self) -> None:
+            if self.path.startswith(f"/api/models/{REPO}"):
+                payload = json.dumps(hub.info()).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+                return
+            found = self._file()
+            if found is None:
+                self.send_response(404)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            name, body = found
+            start = 0
+            requested = self.headers.get("Range")
+            if requested:
+                hub.ranges.append(f"{name} {requested}")
+                start = int(requested.removeprefix("bytes=").split("-")[0])
+            part = body[start:]
+            self._headers(name, body, 206 if requested else 200, len(part))
+            if requested:
+                self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
+            self.end_headers()
+            if name == "model.bin" and hub.stall_after is not None and not requested:
+                self.wfile.write(part[: hub.stall_after])
+                self.wfile.flush()
+                hub.sent[name] = hub.stall_after
+                hub.release.wait(60)  # the client is killed meanwhile
+                return
+            self.wfile.write(part)
+            hub.sent[name] = hub.sent.get(name, 0) + len(part)
+
+    return Handler
+
+
+@pytest.fixture
+def hub() -> Iterator[FakeHub]:
+    rng = __import__("random").Random(7)
+    files = {
+        "model.bin": rng.randbytes(BIG),
+        "config.json": b'{"model_type": "whisper"}',
+        "vocabulary.json": b'["a", "b"]',
+        "README.md": b"not needed by the whisper executor",
+        "pytorch_model.safetensors": b"not needed either",
+    }
+    fake = FakeHub(files=files)
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(fake))
+    server.daemon_threads = True
+    fake.url = f"http://127.0.0.1:{server.server_address[1]}"
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield fake
+    finally:
+        fake.release.set()
+        server.shutdown()
+        server.server_close()
+
+
+def _env(tmp_path: Path, hub: FakeHub) -> dict[str, str]:
+    registry = write_registry(
+        tmp_path / "models.json",
+        {
+            "tiny": {"executor": "whisper", "repo": REPO},
+            "espeak-ng": {"executor": "espeak"},
+        },
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TALKIES_", "HF_"))}
+    env.update(
+        TALKIES_MODELS_FILE=str(registry),
+        TALKIES_DATA_DIR=str(tmp_path / "data"),
+        HF_ENDPOINT=hub.url,
+        HF_HOME=str(tmp_path / "hf"),
+        HF_HUB_OFFLINE="0",
+        HF_HUB_DISABLE_TELEMETRY="1",
+        HF_HUB_ETAG_TIMEOUT="30",
+        PYTHONPATH=str(REPO_ROOT / "src"),
+    )
+    return env
+
+
+def _talkies(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "talkies", *args], env=env, capture_output=True, text=True, timeout=300
+    )
+
+
+def test_pull_fetches_what_the_executor_reads_verifies_and_marks_complete(
+    tmp_path: Path, hub: FakeHub
+) -> None:
+    env = _env(tmp_path, hub)
+    model_dir = tmp_path / "data" / "models" / "tiny"
+    missing = _talkies(env, "pull", "--check")
+    assert missing.returncode == 1
+    assert "tiny: missing" in missing.stdout
+    assert "espeak-ng: weight-free" in missing.stdout
+
+    pulled = _talkies(env, "pull", "tiny")
+    assert pulled.returncode == 0, pulled.stderr
+    assert sorted(p.name for p in model_dir.iterdir() if not p.name.startswith(".")) == [
+        "config.json",
+        "model.bin",
+        "vocabulary.json",
+    ]  # allow-patterns: README.md and the safetensors file are not the whisper executor's
+    assert (model_dir / "model.bin").read_bytes() == hub.files["model.bin"]
+    marker = json.loads((model_dir / COMPLETE_MARKER).read_text())
+    assert marker["revision"] == COMMIT
+    assert marker["files"]["model.bin"]["sha256"] == hashlib.sha256(hub.files["model.bin"]).hexdigest()
+    assert not (model_dir / PULL_RECORD).exists()
+    assert "tiny (all files)" in pulled.stderr  # the overall progress bar
+
+    checked = _talkies(env, "pull", "--check", "tiny")
+    assert checked.returncode == 0
+    assert "tiny: complete (3 files" in checked.stdout
+    again = _talkies(env, "download", "tiny")  # the old name still works; nothing to fetch
+    assert again.returncode == 0
+    assert "complete (3 files)" in again.stdout
+
+    (model_dir / "vocabulary.json").unlink()
+    broken = _talkies(env, "pull", "--check", "tiny")
+    assert broken.returncode == 1
+    assert "missing or incomplete: vocabulary.json" in broken.stdout
+    assert not snapshot_present(model_dir) or check_snapshot(model_dir).status == "incomplete"
+
+
+def test_interrupted_pull_never_counts_and_resumes(tmp_path: Path, hub: FakeHub) -> None:
+    env = _env(tmp_path, hub)
+    model_dir = tmp_path / "data" / "models" / "tiny"
+    hub.stall_after = BIG // 2
+    process = subprocess.Popen(
+        [sys.executable, "-m", "talkies", "pull", "tiny"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while hub.sent.get("model.bin") is None:
+            assert process.poll() is None, "pull exited before the transfer stalled"
+            assert time.monotonic() < deadline, "the transfer never started"
+            time.sleep(0.1)
+        time.sleep(1.0)  # let the client write what it received
+    finally:
+        os.killpg(process.pid, signal.SIGKILL)  # a container restarted during first boot
+        process.wait(30)
+    hub.release.set()
+
+    partial = sum(p.stat().st_size for p in model_dir.rglob("*.part"))
+    assert partial > 0  # what arrived before the kill is kept for the resume
+    assert not snapshot_present(model_dir)  # files are there, but the pull did not finish
+    state = check_snapshot(model_dir)
+    assert state.status == "incomplete"
+    assert "model.bin" in state.missing
+    checked = _talkies(env, "pull", "--check", "tiny")
+    assert checked.returncode == 1
+    assert "tiny: incomplete" in checked.stdout
+    assert "model.bin" in checked.stdout
+
+    hub.stall_after = None
+    resumed = _talkies(env, "pull", "tiny")
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"model.bin bytes={partial}-" in hub.ranges, hub.ranges  # resumed where the kill stopped it
+    assert (model_dir / "model.bin").read_bytes() == hub.files["model.bin"]
+    assert snapshot_present(model_dir)
+    assert check_snapshot(model_dir).status == "complete"
+
+
+def test_a_file_with_the_wrong_hash_is_refused(tmp_path: Path, hub: FakeHub) -> None:
+    env = _env(tmp_path, hub)
+    model_dir = tmp_path / "data" / "models" / "tiny"
+    hub.listed_sha["model.bin"] = "f" * 64
+    failed = _talkies(env, "pull", "tiny")
+    assert failed.returncode == 1
+    assert "model.bin has SHA-256" in failed.stderr
+    assert not (model_dir / COMPLETE_MARKER).exists()
+    assert not snapshot_present(model_dir)
+    assert not (model_dir / "model.bin").exists()  # removed, so the next pull fetches it afresh
+
+
+def test_hub_unreachable_names_what_to_do(tmp_path: Path, hub: FakeHub) -> None:
+    env = _env(tmp_path, hub)
+    env["HF_ENDPOINT"] = "http://127.0.0.1:9"  # nothing listens on the discard port
+    failed = _talkies(env, "pull", "tiny")
+    assert failed.returncode == 1
+    assert "talkies pull tiny" in failed.stderr
+
+
+def test_a_snapshot_laid_out_by_hand_counts_as_present(tmp_path: Path) -> None:
+    model_dir = tmp_path / "models" / "x"
+    model_dir.mkdir(parents=True)
+    assert not snapshot_present(model_dir)
+    assert check_snapshot(model_dir).status == "missing"
+    (model_dir / "model.bin").write_bytes(b"weights")
+    assert snapshot_present(model_dir)
+    assert check_snapshot(model_dir).status == "unverified"
+    (model_dir / PULL_RECORD).write_text(json.dumps({"files": {"model.bin": {"size": 99}}}))
+    assert not snapshot_present(model_dir)
+    assert check_snapshot(model_dir).missing == ["model.bin"]
