@@ -5,11 +5,13 @@ They never count as testing an engine: real engines are tested on generated mode
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
+import anyio
 import numpy as np
 
 from talkies.engines.base import (
@@ -130,3 +132,10 @@ class FakeClock:
 
     def advance(self, seconds: float) -> None:
         self.now += seconds
+
+
+async def wait_until(predicate: Callable[[], bool], limit: float = 5.0) -> None:
+    """Poll a condition another thread changes (engine threads cannot set an asyncio.Event)."""
+    with anyio.fail_after(limit):
+        while not predicate():  # noqa: ASYNC110
+            await asyncio.sleep(0.005)

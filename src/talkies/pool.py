@@ -194,6 +194,21 @@ class ModelPool:
 
     # --- acquire -------------------------------------------------------------------------------------
 
+    def check_queue(self, slug: str) -> None:
+        """Admission: raise `QueueFullError` (429 with Retry-After) when a request for `slug` would find
+        its queue full. `acquire` checks this too; services call it as soon as the model is known, so
+        a refused request is not decoded (or stored) first. A request admitted here can still be
+        refused by `acquire` if the queue filled meanwhile."""
+        spec = self.spec(slug)
+        slot = self._slots[spec.slug]
+        limit = spec.max_queue if spec.max_queue is not None else self.settings.max_queue
+        if slot.waiting >= limit + max(0, spec.max_concurrency - slot.running):
+            raise QueueFullError(
+                f"model {spec.slug!r} is busy: {slot.waiting} requests already waiting "
+                f"(limit {limit}, TALKIES_MAX_QUEUE); retry later",
+                retry_after=self._retry_after(slot),
+            )
+
     @contextlib.asynccontextmanager
     async def acquire(self, slug: str) -> AsyncIterator[Engine]:
         spec = self.spec(slug)
@@ -201,15 +216,8 @@ class ModelPool:
         reason = unavailable_reason(spec, self.device)
         if reason:
             raise EngineUnavailableError(f"model {slug!r} is unavailable: {reason}")
-        slug = spec.slug  # an alias resolves to its model
+        self.check_queue(slug)
         slot = self._slots[slug]
-        limit = spec.max_queue if spec.max_queue is not None else self.settings.max_queue
-        if slot.waiting >= limit + max(0, spec.max_concurrency - slot.running):
-            raise QueueFullError(
-                f"model {slug!r} is busy: {slot.waiting} requests already waiting "
-                f"(limit {limit}, TALKIES_MAX_QUEUE); retry later",
-                retry_after=self._retry_after(slot),
-            )
         slot.waiting += 1
         pinned = False
         started = False

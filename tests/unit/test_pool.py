@@ -3,7 +3,6 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import threading
-from collections.abc import Callable
 from typing import Any
 
 import anyio
@@ -22,7 +21,7 @@ from talkies.errors import (
 from talkies.pool import ModelPool
 from talkies.registry import load_registry
 from talkies.settings import Settings
-from tests.fakes import FakeClock, FakeFactory
+from tests.fakes import FakeClock, FakeFactory, wait_until
 
 pytestmark = pytest.mark.anyio
 
@@ -36,13 +35,6 @@ def make_pool(settings: Settings, factory: FakeFactory, clock: FakeClock | None 
 async def use(pool: ModelPool, slug: str) -> None:
     async with pool.acquire(slug) as engine:
         await anyio.to_thread.run_sync(engine.voices)
-
-
-async def wait_until(predicate: Callable[[], bool], limit: float = 5.0) -> None:
-    """Poll a condition another thread changes (engine threads cannot set an asyncio.Event)."""
-    with anyio.fail_after(limit):
-        while not predicate():  # noqa: ASYNC110
-            await asyncio.sleep(0.005)
 
 
 async def test_concurrent_first_acquires_load_once(make_settings: Any, fake_factory: FakeFactory) -> None:

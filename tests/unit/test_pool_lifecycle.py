@@ -11,8 +11,8 @@ import pytest
 
 from talkies.errors import EngineTimeoutError, WorkerCrashedError
 from talkies.services.blocking import BlockingSteps
-from tests.fakes import FakeFactory
-from tests.unit.test_pool import make_pool, use, wait_until
+from tests.fakes import FakeFactory, wait_until
+from tests.unit.test_pool import make_pool, use
 
 pytestmark = pytest.mark.anyio
 

@@ -17,9 +17,9 @@ from talkies.errors import ModelTooLargeError
 from talkies.pool import ModelPool
 from talkies.registry import load_registry
 from talkies.settings import Settings
-from tests.fakes import FakeClock, FakeFactory
+from tests.fakes import FakeClock, FakeFactory, wait_until
 from tests.server import asgi_client
-from tests.unit.test_pool import _request, use, wait_until
+from tests.unit.test_pool import _request, use
 
 pytestmark = pytest.mark.anyio
 

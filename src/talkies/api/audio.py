@@ -7,6 +7,7 @@ reading), then validated with a pydantic model so a wrong type answers FastAPI's
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar, cast
 
@@ -90,6 +91,17 @@ def parse_transcription_form(form: ReceivedForm) -> TranscriptionForm:
     return parse_audio_form(form, TranscriptionForm)
 
 
+def admit_on_model_field(service: TranscriptionService) -> Callable[[str, str], None]:
+    """`receive_form`'s hook: the `model` field (the official SDKs send fields before the file) is
+    checked for a full queue as soon as it is read, so a 429 comes before the upload is stored."""
+
+    def on_field(name: str, value: str) -> None:
+        if name == "model":
+            service.admit(value)
+
+    return on_field
+
+
 def check_single_source(form: ReceivedForm, fields: AudioForm) -> None:
     if form.files.get("file") is not None and fields.file_path:
         raise BadRequestError("send either 'file' or 'file_path', not both", param="file")
@@ -161,7 +173,10 @@ async def create_transcription(
     request: Request, settings: SettingsDep, service: TranscriptionDep
 ) -> Response:
     async with receive_form(
-        request, max_file_bytes=settings.max_upload_bytes, tmp_dir=settings.data_dir / "tmp"
+        request,
+        max_file_bytes=settings.max_upload_bytes,
+        tmp_dir=settings.data_dir / "tmp",
+        on_field=admit_on_model_field(service),
     ) as form:
         fields = parse_transcription_form(form)
         note_model(request, fields.model)

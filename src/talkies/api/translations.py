@@ -16,6 +16,7 @@ from fastapi import APIRouter, Depends, Request, Response
 from talkies.api.audio import (
     TRANSCRIPT_ANSWERS,
     AudioForm,
+    admit_on_model_field,
     audio_source,
     check_single_source,
     get_transcription_service,
@@ -58,7 +59,10 @@ _FORM_DOC = multipart_form_doc()
 )
 async def create_translation(request: Request, settings: SettingsDep, service: TranslationDep) -> Response:
     async with receive_form(
-        request, max_file_bytes=settings.max_upload_bytes, tmp_dir=settings.data_dir / "tmp"
+        request,
+        max_file_bytes=settings.max_upload_bytes,
+        tmp_dir=settings.data_dir / "tmp",
+        on_field=admit_on_model_field(service.transcription),
     ) as form:
         fields = parse_audio_form(form, TranslationForm)
         note_model(request, fields.model)

@@ -5,7 +5,9 @@ is read to the end before anyone can answer 413. Here the body is pulled from th
 chunk by chunk: a `Content-Length` over the cap answers 413 before a byte is read, a byte counter on
 the receive channel stops a chunked upload as soon as it passes the cap, and the file part goes straight
 into a temporary file (written from a worker thread), so memory stays flat whatever the size.
-`receive_form` is an async context manager: the temporary file is removed however the request ends. A body
+`receive_form` is an async context manager: the temporary file is removed however the request ends. A
+caller's `on_field` hook sees each text field as it ends, so a request can be refused (429, a full queue)
+before a file part that follows the field is read. A body
 that ends before its closing boundary answers 400 `incomplete upload`; a client that hangs up mid-body raises
 starlette's `ClientDisconnect`, which the request-context middleware logs as one 499 line.
 """
@@ -15,7 +17,7 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -69,9 +71,12 @@ class _Part:
 class _FormReader:
     """python-multipart callbacks collecting fields and staging file parts; I/O is left to the caller."""
 
-    def __init__(self, tmp_dir: Path, max_file_bytes: int) -> None:
+    def __init__(
+        self, tmp_dir: Path, max_file_bytes: int, on_field: Callable[[str, str], None] | None = None
+    ) -> None:
         self.tmp_dir = tmp_dir
         self.max_file_bytes = max_file_bytes
+        self.on_field = on_field
         self.form = ReceivedForm()
         self.part = _Part()
         self.header_field = bytearray()
@@ -140,7 +145,10 @@ class _FormReader:
     def on_part_end(self) -> None:
         part = self.part
         if part.file is None:
-            self.form.fields.setdefault(part.name, []).append(part.value.decode("utf-8", "replace"))
+            value = part.value.decode("utf-8", "replace")
+            self.form.fields.setdefault(part.name, []).append(value)
+            if self.on_field is not None:
+                self.on_field(part.name, value)  # may refuse the request before a later file is stored
         else:
             self.to_close.append(part)
 
@@ -165,9 +173,16 @@ def too_large(limit: int) -> PayloadTooLargeError:
 
 @contextlib.asynccontextmanager
 async def receive_form(
-    request: Request, *, max_file_bytes: int, tmp_dir: Path
+    request: Request,
+    *,
+    max_file_bytes: int,
+    tmp_dir: Path,
+    on_field: Callable[[str, str], None] | None = None,
 ) -> AsyncIterator[ReceivedForm]:
-    """Parse a multipart body from `request`'s receive channel; files are removed on exit."""
+    """Parse a multipart body from `request`'s receive channel; files are removed on exit.
+
+    `on_field(name, value)` runs as each text field ends, before any part after it is read: an error it
+    raises ends the request there (admission: a full queue refused before the upload is stored)."""
     ctype, params = parse_options_header(request.headers.get("content-type", ""))
     if ctype != b"multipart/form-data" or b"boundary" not in params:
         raise BadRequestError("expected a multipart/form-data body with a 'file' field", param="file")
@@ -176,7 +191,7 @@ async def receive_form(
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise too_large(max_file_bytes)
     await anyio.to_thread.run_sync(lambda: tmp_dir.mkdir(parents=True, exist_ok=True))
-    reader = _FormReader(tmp_dir, max_file_bytes)
+    reader = _FormReader(tmp_dir, max_file_bytes, on_field)
     try:
         parser = MultipartParser(params[b"boundary"], reader.callbacks())
         received = 0

@@ -1,7 +1,8 @@
 """Transcription: validate -> decode -> VAD slicing -> engine (inside the pool) -> stitch -> render.
 
 Everything that can be refused is refused before any heavy work: the model and its modality, the
-response format, translation support, and (from the container header alone) the channel count for
+response format, translation support, a full queue (429; `admit` lets the multipart reader refuse it
+before the upload is even stored), and (from the container header alone) the channel count for
 diarization. Decoding, VAD and the engine call run in worker threads; the model is pinned in the pool
 only while the engine runs, not while the audio is decoded or sliced.
 
@@ -37,6 +38,7 @@ from talkies.errors import (
     BadRequestError,
     CapabilityError,
     DiarizationError,
+    ModelNotFoundError,
     UnsupportedFormatError,
     UnsupportedLanguageError,
     WrongModalityError,
@@ -130,7 +132,19 @@ class TranscriptionService:
             self._check_language(spec.slug, options.language)
         self._check_request_options(spec, options, fmt)
         self._check_speakers(options, fmt)
+        self.pool.check_queue(spec.slug)  # a full queue answers 429 before the audio is decoded
         return _Plan(spec=spec, format=fmt, options=options)
+
+    def admit(self, model: str) -> None:
+        """The multipart reader calls this with the `model` field as soon as it is read, before the file
+        part that follows it is stored: a full queue answers 429 without reading the upload. Anything
+        else wrong with the name is left to `validate`, which reports it in its usual order."""
+        try:
+            spec = self.pool.spec(model, kind="asr")
+        except ModelNotFoundError:
+            return
+        if spec.kind == "asr" and spec.executor != "process":
+            self.pool.check_queue(spec.slug)
 
     @staticmethod
     def _check_speakers(options: TranscriptionOptions, fmt: str) -> None:
