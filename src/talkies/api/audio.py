@@ -7,7 +7,7 @@ reading), then validated with a pydantic model so a wrong type answers FastAPI's
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar, cast
 
@@ -30,6 +30,7 @@ from talkies.formats.transcript import TRANSCRIPT_FORMATS
 from talkies.services.speech import SpeechOptions, SpeechService
 from talkies.services.streams import open_transcript_stream
 from talkies.services.transcription import TranscriptionOptions, TranscriptionService
+from talkies.settings import Settings
 
 router = APIRouter(tags=["audio"])
 
@@ -91,15 +92,23 @@ def parse_transcription_form(form: ReceivedForm) -> TranscriptionForm:
     return parse_audio_form(form, TranscriptionForm)
 
 
-def admit_on_model_field(service: TranscriptionService) -> Callable[[str, str], None]:
-    """`receive_form`'s hook: the `model` field (the official SDKs send fields before the file) is
-    checked for a full queue as soon as it is read, so a 429 comes before the upload is stored."""
+def receive_audio_form(
+    request: Request, settings: Settings, service: TranscriptionService
+) -> AbstractAsyncContextManager[ReceivedForm]:
+    """The transcription / translation form, streamed to disk under the upload cap. The `model` field
+    is checked for a full queue as soon as it is read (the official SDKs send fields before the file),
+    so a 429 comes before the upload is stored."""
 
     def on_field(name: str, value: str) -> None:
         if name == "model":
             service.admit(value)
 
-    return on_field
+    return receive_form(
+        request,
+        max_file_bytes=settings.max_upload_bytes,
+        tmp_dir=settings.data_dir / "tmp",
+        on_field=on_field,
+    )
 
 
 def check_single_source(form: ReceivedForm, fields: AudioForm) -> None:
@@ -172,12 +181,7 @@ TRANSCRIPT_ANSWERS = errors(WRITE_GUARDED, RUNS_MODEL, 400, 413, 422)
 async def create_transcription(
     request: Request, settings: SettingsDep, service: TranscriptionDep
 ) -> Response:
-    async with receive_form(
-        request,
-        max_file_bytes=settings.max_upload_bytes,
-        tmp_dir=settings.data_dir / "tmp",
-        on_field=admit_on_model_field(service),
-    ) as form:
+    async with receive_audio_form(request, settings, service) as form:
         fields = parse_transcription_form(form)
         note_model(request, fields.model)
         check_single_source(form, fields)

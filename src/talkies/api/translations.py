@@ -16,17 +16,16 @@ from fastapi import APIRouter, Depends, Request, Response
 from talkies.api.audio import (
     TRANSCRIPT_ANSWERS,
     AudioForm,
-    admit_on_model_field,
     audio_source,
     check_single_source,
     get_transcription_service,
     multipart_form_doc,
     parse_audio_form,
+    receive_audio_form,
 )
 from talkies.api.cancel import cancel_on_disconnect
 from talkies.api.deps import SettingsDep, note_model
 from talkies.api.responses import media
-from talkies.api.uploads import receive_form
 from talkies.formats.transcript import TRANSCRIPT_FORMATS
 from talkies.services.transcription import TranscriptionOptions
 from talkies.services.translation import TranslationService
@@ -58,12 +57,7 @@ _FORM_DOC = multipart_form_doc()
     },
 )
 async def create_translation(request: Request, settings: SettingsDep, service: TranslationDep) -> Response:
-    async with receive_form(
-        request,
-        max_file_bytes=settings.max_upload_bytes,
-        tmp_dir=settings.data_dir / "tmp",
-        on_field=admit_on_model_field(service.transcription),
-    ) as form:
+    async with receive_audio_form(request, settings, service.transcription) as form:
         fields = parse_audio_form(form, TranslationForm)
         note_model(request, fields.model)
         check_single_source(form, fields)
