@@ -34,9 +34,7 @@ import json
 import logging
 import math
 import os
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -47,6 +45,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "src"), str(ROOT)]
 
+from bench._harness import EngineSeconds, engine_seconds, free_port, server_process  # noqa: E402
 from tests.fixtures.cache import install_snapshot  # noqa: E402
 from tests.fixtures.speech import SAMPLE_RATE, long_speech, speech_clip, write_wav  # noqa: E402
 
@@ -222,22 +221,7 @@ def serve(port: int, data_dir: Path, threads: int) -> None:
 
     registry = data_dir / "models.json"
     registry.write_text(json.dumps({"models": dict(REGISTRY.values())}))
-    engine_seconds: list[float] = []
-
-    def timed_factory(spec: ModelSpec, context: EngineContext) -> Any:
-        engine = create_engine(spec, context)
-        transcribe = engine.transcribe  # type: ignore[attr-defined]
-
-        def timed(request: TranscriptionRequest) -> Any:
-            start = time.perf_counter()
-            try:
-                return transcribe(request)
-            finally:
-                engine_seconds.append(time.perf_counter() - start)
-
-        engine.transcribe = timed  # type: ignore[attr-defined]
-        return engine
-
+    timed = EngineSeconds(create_engine)
     settings = load_settings(
         models_file=registry,
         data_dir=data_dir,
@@ -247,45 +231,21 @@ def serve(port: int, data_dir: Path, threads: int) -> None:
         nemo_batch_size=HTTP_BATCH,
         sweeper_interval=0,
     )
-    app = create_app(settings, engine_factory=timed_factory)
-
-    def take_engine_seconds() -> list[float]:  # bench-only route: the engine's share of each request
-        taken = list(engine_seconds)
-        engine_seconds.clear()
-        return taken
-
-    app.add_api_route("/_bench/engine_seconds", take_engine_seconds)
+    app = create_app(settings, engine_factory=timed)
+    timed.add_route(app)
     logging.disable(logging.ERROR)  # NeMo logs a harmless class-lookup ERROR while restoring Canary
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
 
 
 @contextlib.contextmanager
 def server(data_dir: Path, threads: int, executors: list[str]) -> Iterator[str]:
-    import httpx
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     if "canary_salm" in executors:
         env["HF_HUB_CACHE"] = str(llm_cache())
-    proc = subprocess.Popen(
-        [sys.executable, __file__, "--serve", str(port), str(data_dir), str(threads)], env=env
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{url}/healthz", timeout=1).status_code < 500:
-                    break
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("the benchmark server did not start")
-            time.sleep(0.3)
+    argv = [sys.executable, __file__, "--serve", str(port), str(data_dir), str(threads)]
+    with server_process(argv, port, env=env, timeout=120) as url:
         yield url
-    finally:
-        proc.terminate()
-        proc.wait(60)
 
 
 def http_call(client: Any, url: str, executor: str, path: Path) -> Callable[[], object]:
@@ -323,7 +283,7 @@ def overhead(executors: list[str], data_dir: Path, runs: int, threads: int) -> N
                 calls[(executor, clip, "HTTP")] = http_call(client, url, executor, path)
         for call in calls.values():  # warm-up: the first HTTP call per model loads it
             call()
-        client.get(f"{url}/_bench/engine_seconds")
+        engine_seconds(client, url)  # drop the warm-up's
         times = {key: [] for key in calls}
         for round_ in range(runs):  # each pair alternates which side goes first
             order = list(calls.items())
@@ -334,8 +294,7 @@ def overhead(executors: list[str], data_dir: Path, runs: int, threads: int) -> N
                 call()
                 times[key].append(time.perf_counter() - start)
                 if key[2] == "HTTP":
-                    engine_s = sum(client.get(f"{url}/_bench/engine_seconds").json())
-                    outside.setdefault(key[:2], []).append(times[key][-1] - engine_s)
+                    outside.setdefault(key[:2], []).append(times[key][-1] - engine_seconds(client, url))
     for engine in engines.values():
         engine.unload()
     print(f"\n## overhead (tiny models, {threads} thread(s), median of {runs}, batch {HTTP_BATCH})")

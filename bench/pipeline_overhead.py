@@ -13,27 +13,26 @@ Clips are spoken by espeak-ng (sentences with pauses), 5 s and 60 s; 60 s is pas
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
-import wave
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import numpy as np
-import uvicorn
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench._harness import SENTENCES, wav_bytes
+from tests.server import serve
 
 from talkies.api.app import create_app
 from talkies.audio.decode import decode_audio
-from talkies.audio.encode import encode_speech, resample, to_int16
+from talkies.audio.encode import encode_speech, resample
 from talkies.audio.vad import VadOptions, speech_regions
 from talkies.engines import create_engine
 from talkies.engines.base import AudioChunk, Engine, EngineContext, SpeechRequest, TranscriptionRequest
@@ -41,13 +40,6 @@ from talkies.engines.espeak import parse_wav
 from talkies.registry import ModelSpec
 from talkies.settings import load_settings
 
-SENTENCES = [
-    "The weather is nice today.",
-    "Please call me tomorrow morning.",
-    "My name is John and I live in New York.",
-    "One two three four five six seven eight nine ten.",
-    "Open the door and turn on the light.",
-]
 RATE = 16_000
 
 
@@ -100,32 +92,6 @@ def speak_clip(seconds: float) -> np.ndarray:
         total += len(pcm) / RATE + 0.7
         i += 1
     return np.concatenate(pieces)[: int(seconds * RATE)]
-
-
-def wav_bytes(pcm: np.ndarray) -> bytes:
-    out = io.BytesIO()
-    with wave.open(out, "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(RATE)
-        w.writeframes(to_int16(pcm).tobytes())
-    return out.getvalue()
-
-
-@contextlib.contextmanager
-def serve(app: Any) -> Iterator[str]:
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.01)
-    try:
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    finally:
-        server.should_exit = True
-        thread.join(30)
 
 
 def med(values: list[float]) -> float:

@@ -27,9 +27,7 @@ import argparse
 import contextlib
 import json
 import os
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -41,23 +39,11 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench._harness import SENTENCES, free_port, server_process  # noqa: E402
 from tests.api.audio_helpers import VOICE, silence, speak, write_wav  # noqa: E402
 
-SENTENCES = [
-    "The weather is nice today.",
-    "Please call me tomorrow morning.",
-    "My name is John and I live in New York.",
-    "One two three four five six seven eight nine ten.",
-    "Open the door and turn on the light.",
-]
 GOAL_MS = 5.0
 GOAL_SHARE = 0.02
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def registry(tmp: Path, ports: dict[str, int]) -> Path:
@@ -119,30 +105,14 @@ def outer_talkies(tmp: Path, ports: dict[str, int]) -> Iterator[str]:
         "TALKIES_DEVICE": "cpu",
         "TALKIES_LOG_LEVEL": "warning",
     }
-    server = subprocess.Popen(
-        [sys.executable, "-m", "talkies", "serve", "--port", str(port)], env=env, cwd=tmp
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 180
-        while True:
-            if server.poll() is not None:
-                raise SystemExit(f"the outer talkies exited ({server.returncode})")
-            with contextlib.suppress(httpx.HTTPError):
-                rows = httpx.get(f"{url}/api/ps", timeout=2).json()["models"]
-                if {r["model"] for r in rows if r["loaded"]} == set(ports):
-                    break
-            if time.monotonic() > deadline:
-                raise SystemExit("the children did not become ready in 180 s")
-            time.sleep(0.2)
+
+    def children_ready(url: str) -> bool:
+        rows = httpx.get(f"{url}/api/ps", timeout=2).json()["models"]
+        return {r["model"] for r in rows if r["loaded"]} == set(ports)
+
+    argv = [sys.executable, "-m", "talkies", "serve", "--port", str(port)]
+    with server_process(argv, port, env=env, cwd=tmp, timeout=180, ready=children_ready) as url:
         yield url
-    finally:
-        server.terminate()
-        try:
-            server.wait(60)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
 
 
 def transcribe(client: httpx.Client, wav: bytes, model: str) -> float:

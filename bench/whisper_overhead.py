@@ -25,7 +25,6 @@ import contextlib
 import logging
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -37,6 +36,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "src"), str(ROOT)]
 
+from bench._harness import EngineSeconds, engine_seconds, free_port, server_process  # noqa: E402
 from tests.fixtures.speech import SAMPLE_RATE, long_speech, speech_clip, write_wav  # noqa: E402
 from tests.fixtures.whisper import build_whisper  # noqa: E402
 
@@ -49,7 +49,9 @@ BOUNDED: dict[str, Any] = {
     "max_new_tokens": MAX_NEW_TOKENS,
     "condition_on_previous_text": False,
 }
-DIRECT: dict[str, Any] = {**BOUNDED, "language": "en", "temperature": 0.0, "word_timestamps": True}
+# What the server runs for response_format json / verbose_json: no word timestamps unless a request asks
+# for them (timestamp_granularities[]=word).
+DIRECT: dict[str, Any] = {**BOUNDED, "language": "en", "temperature": 0.0, "word_timestamps": False}
 SLUG = "whisper-tiny"
 
 
@@ -152,66 +154,28 @@ def serve(port: int, data_dir: Path, threads: int) -> None:
     registry = data_dir / "models.json"
     registry.write_text(json.dumps({"models": {SLUG: {"executor": "whisper", "repo": "test/whisper-tiny"}}}))
 
-    engine_seconds: list[float] = []
-
     def bounded(spec: ModelSpec, context: EngineContext) -> Any:
-        engine = create_engine(spec, replace(context, options={**context.options, **BOUNDED}))
-        transcribe = engine.transcribe  # type: ignore[attr-defined]
+        return create_engine(spec, replace(context, options={**context.options, **BOUNDED}))
 
-        def timed(request: TranscriptionRequest) -> Any:
-            start = time.perf_counter()
-            try:
-                return transcribe(request)
-            finally:
-                engine_seconds.append(time.perf_counter() - start)
-
-        engine.transcribe = timed  # type: ignore[attr-defined]
-        return engine
-
+    timed = EngineSeconds(bounded)
     settings = load_settings(models_file=registry, data_dir=data_dir, cpu_threads=threads, device="cpu")
-    app = create_app(settings, engine_factory=bounded)
-
-    def take_engine_seconds() -> list[float]:  # bench-only route: the engine's share of each request
-        taken = list(engine_seconds)
-        engine_seconds.clear()
-        return taken
-
-    app.add_api_route("/_bench/engine_seconds", take_engine_seconds)
+    app = create_app(settings, engine_factory=timed)
+    timed.add_route(app)
     logging.disable(logging.INFO)  # a log line per request would be timed too
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
 
 
 @contextlib.contextmanager
 def server(threads: int) -> Iterator[str]:
-    import socket
-
-    import httpx
     from tests.fixtures.cache import install_snapshot
 
     with tempfile.TemporaryDirectory() as tmp:
         data_dir = Path(tmp)
         install_snapshot(build_whisper("tiny"), data_dir, SLUG)
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = sock.getsockname()[1]
-        proc = subprocess.Popen(
-            [sys.executable, __file__, "--serve", str(port), str(data_dir), str(threads)],
-            env={**os.environ, "HF_HUB_OFFLINE": "1"},
-        )
-        url = f"http://127.0.0.1:{port}"
-        try:
-            deadline = time.monotonic() + 60
-            while True:
-                with contextlib.suppress(httpx.HTTPError):
-                    if httpx.get(f"{url}/healthz", timeout=1).status_code < 500:
-                        break
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("the benchmark server did not start")
-                time.sleep(0.2)
+        port = free_port()
+        argv = [sys.executable, __file__, "--serve", str(port), str(data_dir), str(threads)]
+        with server_process(argv, port, env={**os.environ, "HF_HUB_OFFLINE": "1"}) as url:
             yield url
-        finally:
-            proc.terminate()
-            proc.wait(30)
 
 
 def http_call(client: Any, url: str, path: Path, response_format: str = "json") -> Callable[[], Any]:
@@ -252,7 +216,7 @@ def overhead(runs: int, threads: int) -> None:
                 for seconds, path in ((5, short), (60, long))
             }
             same = verbose[5] == first["5 s direct"] and verbose[60] == first["60 s direct (same work)"]
-            client.get(f"{url}/_bench/engine_seconds")
+            engine_seconds(client, url)  # drop the warm-up's
             times: dict[str, list[float]] = {name: [] for name in calls}
             outside: dict[str, list[float]] = {"5 s HTTP": [], "60 s HTTP": []}
             for _ in range(runs):  # interleaved, so the shared machine's load hits every variant alike
@@ -261,8 +225,7 @@ def overhead(runs: int, threads: int) -> None:
                     call()
                     times[name].append(time.perf_counter() - start)
                     if name in outside:  # HTTP wall time minus the engine's time in that same request
-                        engine_s = sum(client.get(f"{url}/_bench/engine_seconds").json())
-                        outside[name].append(times[name][-1] - engine_s)
+                        outside[name].append(times[name][-1] - engine_seconds(client, url))
         del model
     med = {name: statistics.median(values) for name, values in times.items()}
     print(f"\n## overhead (tiny shape, {threads} threads, median of {runs}, max_new_tokens={MAX_NEW_TOKENS})")

@@ -13,12 +13,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import io
 import statistics
 import sys
 import tempfile
 import time
-import wave
 from pathlib import Path
 
 import httpx
@@ -26,35 +24,18 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench._harness import SENTENCES, wav_bytes
 from tests.api.audio_helpers import RATE, VOICE, silence, speak, weightfree_registry
 from tests.server import serve
 
 from talkies.api.app import create_app
 from talkies.settings import load_settings
 
-SENTENCES = [
-    "The weather is nice today.",
-    "Please call me tomorrow morning.",
-    "My name is John and I live in New York.",
-    "One two three four five six seven eight nine ten.",
-    "Open the door and turn on the light.",
-]
-
 
 def _clip() -> bytes:
     """About 5 s of speech as 16 kHz 16-bit mono PCM."""
     pcm = np.concatenate([speak(SENTENCES[0]), silence(0.4), speak(SENTENCES[1])])
     return (np.clip(pcm, -1, 1) * 32767).astype("<i2").tobytes()
-
-
-def _wav(data: bytes) -> bytes:
-    out = io.BytesIO()
-    with wave.open(out, "wb") as wav:
-        wav.setnchannels(1)
-        wav.setsampwidth(2)
-        wav.setframerate(RATE)
-        wav.writeframes(data)
-    return out.getvalue()
 
 
 async def wyoming_transcribe(port: int, data: bytes) -> str:
@@ -131,7 +112,7 @@ async def timed(coro: object) -> float:
 
 async def run(base: str, port: int, rounds: int) -> None:
     data = _clip()
-    wav = _wav(data)
+    wav = wav_bytes(data, RATE)
     sentence = SENTENCES[2]
     paragraph = " ".join(SENTENCES)
     times: dict[str, list[float]] = {k: [] for k in ("asr-http", "asr-wy", "tts-http", "tts-wy")}
