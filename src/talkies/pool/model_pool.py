@@ -15,7 +15,8 @@
   lock instead of pinning it again, so the model that asked for the room gets it (no starvation).
 - Residency: models stay resident while their footprints fit the memory budget (TALKIES_MEMORY_BUDGET;
   measured after load, estimated from the snapshot before the first), up to `max_loaded_models`. A load
-  that does not fit evicts least recently used models, idle ones first; a model that can never fit
+  that does not fit evicts least recently used models, idle ones first (talkies.pool.residency chooses
+  which); a model that can never fit
   answers ModelTooLargeError (507) with the figures. Registry `groups` keep their meaning (talkies.registry
   .groups); slugs sharing one copy of weights neither count nor evict each other.
 - Swap fairness: a load that needs the room of a model in use waits while that model serves its queue
@@ -24,7 +25,7 @@
   once its pinned ones are done. Requests for the waiting model accumulate meanwhile and all pin it once
   it is loaded, so alternating traffic swaps once per batch instead of once per request.
 - Concurrency: `max_concurrency` requests run at once per model; up to `max_queue` more wait, one more
-  answers 429; a request waiting longer than `queue_timeout` answers 503. Cancelling a waiting request
+  answers 429 (`check_queue`, which services call as soon as the model is known: admission first); a request waiting longer than `queue_timeout` answers 503. Cancelling a waiting request
   (a client that went away) takes it out of the queue.
 - The clock is injected so the idle sweeper is tested without sleeping.
 """
@@ -38,12 +39,11 @@ import logging
 import math
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
 
-from talkies.engines import EXECUTORS, create_engine, unavailable_reason
+from talkies.engines import create_engine, unavailable_reason
 from talkies.engines.base import Engine, EngineContext, Modality
 from talkies.engines.common import release_memory
 from talkies.errors import (
@@ -53,13 +53,14 @@ from talkies.errors import (
     ModelLoadError,
     ModelNotFoundError,
     ModelNotLoadedError,
-    ModelTooLargeError,
     QueueFullError,
     QueueTimeoutError,
     TalkiesError,
     WorkerCrashedError,
 )
-from talkies.memory import MemoryBudget, estimate_footprint, format_bytes, resolve_budget
+from talkies.memory import MemoryBudget, resolve_budget
+from talkies.pool.residency import Residency
+from talkies.pool.slot import PoolEvents, Slot, alive
 from talkies.registry import ModelSpec, Registry
 from talkies.registry.groups import GroupRules
 from talkies.settings import Settings
@@ -68,49 +69,6 @@ log = logging.getLogger(__name__)
 
 EngineFactory = Callable[[ModelSpec, EngineContext], Engine]
 Clock = Callable[[], float]
-
-
-class PoolEvents:
-    """What the pool reports as it works (talkies.metrics counts it). Every method is a no-op here."""
-
-    def loaded(self, slug: str, seconds: float) -> None: ...
-    def load_failed(self, slug: str, error: BaseException) -> None: ...
-    def unloaded(self, slug: str) -> None: ...
-    def evicted(self, slug: str) -> None: ...
-    def engine_failed(self, slug: str, cause: str) -> None:
-        """The model was dropped under its requests: cause "crash", "timeout" or "exited"."""
-
-    def queue_timed_out(self, slug: str) -> None: ...
-
-
-@dataclass
-class _Slot:
-    spec: ModelSpec
-    semaphore: asyncio.Semaphore
-    engine: Engine | None = None
-    pins: int = 0  # requests holding the model resident (queued for a turn or running)
-    running: int = 0
-    waiting: int = 0  # requests that have not started running yet
-    last_used: float = 0.0
-    loaded_at: float = 0.0
-    evicting: bool = False
-    loading: bool = False
-    # Queue clocks of the requests waiting for this model -> seconds they had left when paused (None:
-    # running). Time spent loading the model a request asked for is not time in the queue.
-    queue_clocks: dict[asyncio.Timeout, float | None] = field(default_factory=dict)
-    load_error: str | None = None
-    unload_error: str | None = None
-    exited: str | None = None  # why its engine stopped on its own (an external server that exited)
-    drained: asyncio.Event = field(default_factory=asyncio.Event)
-    load_task: asyncio.Future[None] | None = None  # the one load in progress, shared by every waiter
-    # Requests waiting for this model to become resident (not pinned yet) -> since when (loop time).
-    wanting: dict[object, float] = field(default_factory=dict)
-    making_room: bool = False  # a request is evicting others (or waiting to) so that this model loads
-    resident_since: float = 0.0  # loop time of its last load (swap fairness)
-
-    @property
-    def loaded(self) -> bool:
-        return self.engine is not None
 
 
 class ModelPool:
@@ -130,7 +88,7 @@ class ModelPool:
         self._clock = clock
         self._lock = asyncio.Lock()
         self._slots = {
-            slug: _Slot(spec=spec, semaphore=asyncio.Semaphore(spec.max_concurrency))
+            slug: Slot(spec=spec, semaphore=asyncio.Semaphore(spec.max_concurrency))
             for slug, spec in registry.models.items()
         }
         for slot in self._slots.values():
@@ -140,6 +98,7 @@ class ModelPool:
         self._background: set[asyncio.Task[None]] = set()
         self.events = PoolEvents()
         self.memory = MemoryBudget(resolve_budget(settings.memory_budget, device), device)
+        self.residency = Residency(registry, settings, self.group_rules, self.memory, self._slots)
         self._changed = asyncio.Event()  # set (and replaced) whenever pins, waiters or residency change
 
     # --- lookup --------------------------------------------------------------------------------------
@@ -267,12 +226,12 @@ class ModelPool:
                     slot.drained.set()
                     self._notify()
 
-    def _start_queue_clock(self, slot: _Slot, clock: asyncio.Timeout) -> None:
+    def _start_queue_clock(self, slot: Slot, clock: asyncio.Timeout) -> None:
         slot.queue_clocks[clock] = None
         if slot.loading:  # arrived while its model loads: the clock starts when the load ends
             self._pause_queue_clocks(slot)
 
-    def _pause_queue_clocks(self, slot: _Slot) -> None:
+    def _pause_queue_clocks(self, slot: Slot) -> None:
         now = asyncio.get_running_loop().time()
         for clock, left in slot.queue_clocks.items():
             when = clock.when()
@@ -280,26 +239,26 @@ class ModelPool:
                 slot.queue_clocks[clock] = max(0.0, when - now)
                 clock.reschedule(None)
 
-    def _resume_queue_clocks(self, slot: _Slot) -> None:
+    def _resume_queue_clocks(self, slot: Slot) -> None:
         now = asyncio.get_running_loop().time()
         for clock, left in slot.queue_clocks.items():
             if left is not None:
                 clock.reschedule(now + left)
                 slot.queue_clocks[clock] = None
 
-    def _retry_after(self, slot: _Slot) -> int:
+    def _retry_after(self, slot: Slot) -> int:
         return max(1, min(60, math.ceil(slot.waiting / max(1, slot.spec.max_concurrency))))
 
-    async def _pin(self, slot: _Slot) -> None:
+    async def _pin(self, slot: Slot) -> None:
         """Make `slot` resident and pin it. Fast path without the lock when it is loaded and staying."""
-        if slot.loaded and not slot.evicting and _alive(slot.engine):
+        if slot.loaded and not slot.evicting and alive(slot.engine):
             self._add_pin(slot)
             return
         token = object()
         slot.wanting[token] = asyncio.get_running_loop().time()
         try:
             async with self._lock:
-                if slot.engine is not None and not _alive(slot.engine):
+                if slot.engine is not None and not alive(slot.engine):
                     await self._drop_crashed(slot, slot.engine)
                 await self._ensure_loaded(slot)
                 self._add_pin(slot)
@@ -307,7 +266,7 @@ class ModelPool:
             del slot.wanting[token]
             self._notify()
 
-    async def _ensure_loaded(self, slot: _Slot) -> None:
+    async def _ensure_loaded(self, slot: Slot) -> None:
         """Under the residency lock: make `slot` resident. The load runs as the slot's own task; a waiter
         cancelled meanwhile leaves it running, and the next waiter awaits the same load. While one request
         makes room for the model, the others for it wait beside it (with the lock released)."""
@@ -357,7 +316,7 @@ class ModelPool:
             if cancelled:
                 raise asyncio.CancelledError
 
-    def _load_done(self, slot: _Slot, task: asyncio.Future[None]) -> None:
+    def _load_done(self, slot: Slot, task: asyncio.Future[None]) -> None:
         if slot.load_task is task:
             slot.load_task = None
         self._notify()
@@ -365,95 +324,22 @@ class ModelPool:
         if not task.cancelled() and (error := task.exception()) is not None:
             self.events.load_failed(slot.spec.slug, error)
 
-    def _add_pin(self, slot: _Slot) -> None:
+    def _add_pin(self, slot: Slot) -> None:
         slot.pins += 1
         slot.drained.clear()
 
     # --- residency -----------------------------------------------------------------------------------
 
-    def _victims_for(self, slot: _Slot) -> list[_Slot]:
-        """Registry groups (talkies.registry.groups) and TALKIES_MAX_LOADED_MODELS, LRU first. Slugs that
-        share `slot`'s weights (registry.weight_mates: one copy in memory) neither count nor go."""
-        mates = self.registry.weight_mates(slot.spec.slug)
-        resident = sorted(
-            (s for s in self._slots.values() if s.loaded and s is not slot and s.spec.slug not in mates),
-            key=lambda s: s.last_used,
-        )
-        chosen = self.group_rules.victims(
-            slot.spec, [s.spec for s in resident], self.settings.max_loaded_models
-        )
-        slugs = {spec.slug for spec in chosen}
-        return [s for s in resident if s.spec.slug in slugs]
-
-    def _memory_victims(self, slot: _Slot, chosen: list[_Slot]) -> list[_Slot]:
-        """Resident models to evict besides `chosen` so that `slot` fits the memory budget: least recently
-        used first, idle ones before busy ones (a busy one goes only after its requests). Raises
-        ModelTooLargeError when it can never fit."""
-        budget = self.memory.budget
-        mates = self.registry.weight_mates(slot.spec.slug)
-        resident = [s for s in self._slots.values() if s.loaded and s is not slot and s not in chosen]
-        if budget is None or any(s.spec.slug in mates for s in resident):
-            return []  # no known budget, or its weights are resident already (one copy, counted once)
-        need, how = self._footprint(slot)
-        kept = [s for s in resident if self.group_rules.protected(s.spec, slot.spec)]
-        if need + self._used(kept) > budget:
-            held = f", {format_bytes(self._used(kept))} of it held by persistent-group models" if kept else ""
-            raise ModelTooLargeError(
-                f"model {slot.spec.slug!r} needs about {format_bytes(need)} ({how}) but the memory budget "
-                f"is {format_bytes(budget)}{held} (TALKIES_MEMORY_BUDGET)"
-            )
-        candidates = sorted(
-            (s for s in resident if s not in kept), key=lambda s: (s.pins > 0 or bool(s.wanting), s.last_used)
-        )
-        extra: list[_Slot] = []
-        while candidates and need + self._used([*kept, *candidates]) > budget:
-            first = candidates[0]
-            going = [
-                c
-                for c in candidates
-                if c is first or c.spec.slug in self.registry.weight_mates(first.spec.slug)
-            ]
-            extra += going
-            candidates = [c for c in candidates if c not in going]
-        return extra
-
-    def _footprint(self, slot: _Slot) -> tuple[int, str]:
-        """(bytes, "measured" or "estimated"): the figure the budget counts for `slot`."""
-        measured = self.memory.measured.get(slot.spec.slug)
-        if measured is not None:
-            return measured, "measured"
-        needs_repo = EXECUTORS[slot.spec.executor].needs_repo
-        return estimate_footprint(
-            self.settings.models_dir / slot.spec.slug, needs_repo=needs_repo
-        ), "estimated"
-
-    def _used(self, slots: list[_Slot]) -> int:
-        """Bytes `slots` hold together; slugs sharing one copy of weights count once."""
-        total, counted = 0, set[str]()
-        for s in slots:
-            if not counted & self.registry.weight_mates(s.spec.slug):
-                total += self._footprint(s)[0]
-            counted.add(s.spec.slug)
-        return total
-
-    def _refresh_footprints(self) -> None:
-        """Worker engines grow after their first requests: measure the resident ones again (a thread)."""
-        for s in list(self._slots.values()):
-            if s.loaded and getattr(s.engine, "worker_pid", None) is not None:
-                figure = self.memory.measure(s.engine, None)
-                if figure is not None:
-                    self.memory.measured[s.spec.slug] = figure
-
-    async def _make_room_for(self, slot: _Slot) -> None:
+    async def _make_room_for(self, slot: Slot) -> None:
         """Under the residency lock: evict what `slot` needs gone. A busy victim first serves its queue
         for up to TALKIES_SWAP_MAX_WAIT (swap fairness, see the module docstring)."""
         if self.memory.budget is not None:
-            await anyio.to_thread.run_sync(self._refresh_footprints)
+            await anyio.to_thread.run_sync(self.residency.refresh_footprints)
         loop = asyncio.get_running_loop()
         since = min(slot.wanting.values(), default=loop.time())
         while True:
-            victims = self._victims_for(slot)
-            victims += self._memory_victims(slot, victims)
+            victims = self.residency.victims_for(slot)
+            victims += self.residency.memory_victims(slot, victims)
             busy = [v for v in victims if v.pins or v.wanting]
             if not busy:
                 break
@@ -470,7 +356,7 @@ class ModelPool:
             await self._wait_for_change(left)
         await self._evict_now(victims, f"to make room for {slot.spec.slug}")
 
-    async def _evict_now(self, victims: list[_Slot], why: str) -> None:
+    async def _evict_now(self, victims: list[Slot], why: str) -> None:
         """Under the residency lock: take no new requests for `victims`, wait for theirs, unload them."""
         for victim in victims:
             victim.evicting = True
@@ -485,29 +371,13 @@ class ModelPool:
                 victim.evicting = False
             self._notify()
 
-    async def _fit_after_load(self, slot: _Slot) -> None:
-        """Under the residency lock: a load measured bigger than estimated may overshoot the budget; evict
-        idle models (least recently used first) until the resident set fits again. Busy ones stay."""
-        budget = self.memory.budget
-        if budget is None:
-            return
-        mates = self.registry.weight_mates(slot.spec.slug)
-        others = [s for s in self._slots.values() if s.loaded and s is not slot and s.spec.slug not in mates]
-        idle = sorted(
-            (
-                s
-                for s in others
-                if not (s.pins or s.wanting) and not self.group_rules.protected(s.spec, slot.spec)
-            ),
-            key=lambda s: s.last_used,
-        )
-        going: list[_Slot] = []
-        while idle and self._used([slot, *(s for s in others if s not in going)]) > budget:
-            going.append(idle.pop(0))
+    async def _fit_after_load(self, slot: Slot) -> None:
+        """Under the residency lock: evict what a load bigger than its estimate pushed over the budget."""
+        going = self.residency.overshoot(slot)
         if going:
             await self._evict_now(going, f"to fit the memory budget after {slot.spec.slug} loaded")
 
-    async def _load(self, slot: _Slot) -> None:
+    async def _load(self, slot: Slot) -> None:
         slug = slot.spec.slug
         engine = self._factory(slot.spec, self.engine_context(slot.spec))
         log.info("loading %s (executor %s)", slug, slot.spec.executor)
@@ -558,7 +428,7 @@ class ModelPool:
         except Exception:
             log.exception("model %s: unloading an abandoned load failed", slug)
 
-    async def _unload(self, slot: _Slot) -> None:
+    async def _unload(self, slot: Slot) -> None:
         engine, slot.engine = slot.engine, None
         if engine is None:
             return
@@ -574,7 +444,7 @@ class ModelPool:
         log.info("unloaded %s", slug)
         self.events.unloaded(slug)
 
-    def _listen_for_exit(self, slot: _Slot, engine: Engine) -> None:
+    def _listen_for_exit(self, slot: Slot, engine: Engine) -> None:
         """Engines that can stop on their own (an external server) report it; the model is then marked
         unloaded at once (visible in /api/ps) and its next request loads it again."""
         listen = getattr(engine, "set_exit_listener", None)
@@ -587,7 +457,7 @@ class ModelPool:
 
         listen(exited)
 
-    def _engine_exited(self, slot: _Slot, engine: Engine, code: int) -> None:
+    def _engine_exited(self, slot: Slot, engine: Engine, code: int) -> None:
         if slot.engine is not engine:
             return
         slot.exited = f"exited on its own (code {code}); the next request starts it again"
@@ -598,7 +468,7 @@ class ModelPool:
         self._background.add(task)  # reaps the child; kept referenced until done
         task.add_done_callback(self._background.discard)
 
-    async def _drop_crashed(self, slot: _Slot, engine: Engine, cause: str = "crash") -> None:
+    async def _drop_crashed(self, slot: Slot, engine: Engine, cause: str = "crash") -> None:
         if slot.engine is engine:
             self.events.engine_failed(slot.spec.slug, cause)
             log.error(
@@ -625,7 +495,7 @@ class ModelPool:
         await self._evict(slots)
         return [s.spec.slug for s in slots]
 
-    async def _evict(self, slots: list[_Slot]) -> None:
+    async def _evict(self, slots: list[Slot]) -> None:
         async with self._lock:
             for slot in slots:
                 slot.evicting = True
@@ -699,7 +569,7 @@ class ModelPool:
     def memory_summary(self) -> dict[str, Any]:
         """The budget and what the resident models hold of it (bytes; budget None: no known limit)."""
         resident = [s for s in self._slots.values() if s.loaded]
-        return {"budget_bytes": self.memory.budget, "used_bytes": self._used(resident)}
+        return {"budget_bytes": self.memory.budget, "used_bytes": self.residency.used(resident)}
 
     def failed_loads(self) -> dict[str, str]:
         return {slug: s.load_error for slug, s in self._slots.items() if s.load_error and not s.loaded}
@@ -722,7 +592,7 @@ class ModelPool:
             }
             if slot.exited and not slot.loaded:
                 row["exited"] = slot.exited
-            footprint, how = self._footprint(slot)
+            footprint, how = self.residency.footprint(slot)
             row["memory_bytes"] = footprint
             row["memory"] = how
             engine = slot.engine
@@ -733,8 +603,3 @@ class ModelPool:
                 row["rss_bytes"] = rss() if callable(rss) else None
             rows.append(row)
         return rows
-
-
-def _alive(engine: Engine | None) -> bool:
-    """False only for an engine that says its process has gone (an external server that exited)."""
-    return bool(getattr(engine, "alive", True))
