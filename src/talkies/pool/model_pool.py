@@ -25,8 +25,9 @@
   once its pinned ones are done. Requests for the waiting model accumulate meanwhile and all pin it once
   it is loaded, so alternating traffic swaps once per batch instead of once per request.
 - Concurrency: `max_concurrency` requests run at once per model; up to `max_queue` more wait, one more
-  answers 429 (`check_queue`, which services call as soon as the model is known: admission first); a request waiting longer than `queue_timeout` answers 503. Cancelling a waiting request
-  (a client that went away) takes it out of the queue.
+  answers 429 (`check_queue`, which services call as soon as the model is known: admission first); a
+  request waiting longer than `queue_timeout` answers 503. Cancelling a waiting request (a client that
+  went away) takes it out of the queue.
 - The clock is injected so the idle sweeper is tested without sleeping.
 """
 
@@ -65,7 +66,7 @@ from talkies.registry import ModelSpec, Registry
 from talkies.registry.groups import GroupRules
 from talkies.settings import Settings
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("talkies.pool")  # the name operators filter on, kept when pool became a package
 
 EngineFactory = Callable[[ModelSpec, EngineContext], Engine]
 Clock = Callable[[], float]
