@@ -80,8 +80,8 @@ def create_engine(spec: ModelSpec, context: EngineContext) -> Engine:
 def isolation_for(spec: ModelSpec, settings: Settings) -> str:
     """Where `spec` runs: its registry `isolation`; else TALKIES_ENGINE_ISOLATION when it is set (it then
     applies to every executor); else the executor's own default (a worker process for every engine that holds
-    native memory or the GIL, the server process for espeak-ng). The `process` executor's engine is only a
-    handle on an external child, so it always stays in the server process."""
+    native memory or runs native code, the server process for espeak-ng). The `process` executor's engine is
+    only a handle on an external child, so it always stays in the server process."""
     info = EXECUTORS[spec.executor]
     if info.server_only:
         return "inprocess"

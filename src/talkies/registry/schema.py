@@ -27,7 +27,7 @@ class ExecutorInfo:
     needs_repo: bool = True  # False: weight-free, no snapshot
     cuda_only: bool = False
     # Where its models run unless the registry entry or TALKIES_ENGINE_ISOLATION says otherwise: a worker
-    # process for anything holding large native memory or the GIL during a call, the server process for
+    # process for anything holding large native memory or running native code, the server process for
     # espeak-ng (a subprocess per call already). server_only: always the server process.
     isolation: Literal["process", "inprocess"] = "process"
     server_only: bool = False
@@ -72,8 +72,8 @@ EXECUTORS: dict[str, ExecutorInfo] = {
             "cpu",
             ("pocketsphinx",),
             needs_repo=False,
-            # a worker process even though it is weight-free: `process_raw` holds the GIL for a whole
-            # utterance, which would freeze the event loop (every request, every health probe) meanwhile
+            # a worker process even though it is weight-free: native code, so a crash costs one request
+            # (in the server process it no longer stalls the loop: it decodes through ctypes, GIL released)
         ),
         ExecutorInfo(
             "kokoro",
