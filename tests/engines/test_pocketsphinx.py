@@ -20,8 +20,8 @@ from talkies.engines.base import (
 )
 from talkies.engines.common import group_words
 from talkies.engines.espeak import parse_wav
-from talkies.engines.pocketsphinx import PocketsphinxEngine, clean_word
-from talkies.errors import CapabilityError, UnsupportedLanguageError
+from talkies.engines.pocketsphinx import CDecoder, PocketsphinxEngine, clean_word
+from talkies.errors import CapabilityError, EngineError, UnsupportedLanguageError
 from talkies.registry import ModelSpec
 
 # espeak-ng's klatt variant is the voice the bundled acoustic model understands best.
@@ -103,6 +103,36 @@ def test_refuses_translation_and_other_languages(engine: PocketsphinxEngine) -> 
     with pytest.raises(UnsupportedLanguageError):
         engine.transcribe(TranscriptionRequest(audio=audio, language="de"))
     engine.transcribe(TranscriptionRequest(audio=audio, language="en"))
+
+
+@pytest.mark.slow
+def test_the_ctypes_decoder_decodes_exactly_as_the_python_binding() -> None:
+    """CDecoder (the C API through ctypes, GIL released) against the binding's own Decoder, both decoding
+    twice from the initial CMN as the engine does: the same tokens on the same frames."""
+    from pocketsphinx import Decoder
+
+    silence = np.zeros(ASR_SAMPLE_RATE // 2, dtype=np.float32)
+    clips = [speak_16k(SENTENCES[0]), np.concatenate([speak_16k(SENTENCES[1]), silence, speak_16k("Hello.")])]
+    binding = Decoder(samprate=ASR_SAMPLE_RATE, loglevel="ERROR")
+    initial = binding.get_cmn()
+    ours = CDecoder(ASR_SAMPLE_RATE)
+    try:
+        assert ours.frame_rate == int(binding.config["frate"])
+        for clip in clips:
+            pcm = (np.clip(clip, -1.0, 1.0) * 32767.0).astype("<i2")
+            binding.set_cmn(initial)
+            for _ in range(2):
+                binding.start_utt()
+                binding.process_raw(pcm.tobytes(), full_utt=True)
+                binding.end_utt()
+            expected = [(s.word, s.start_frame, s.end_frame) for s in binding.seg()]
+            got = [(s.token, s.start_frame, s.end_frame) for s in ours.decode(pcm)]
+            assert got == expected
+            assert any(clean_word(token) for token, _, _ in got)  # real words, not just silence
+    finally:
+        ours.close()
+    with pytest.raises(EngineError):
+        ours.decode(np.zeros(ASR_SAMPLE_RATE, dtype="<i2"))  # closed: refused, not a crash
 
 
 def test_clean_word() -> None:
