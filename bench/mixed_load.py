@@ -8,10 +8,12 @@ A real `talkies serve` (a subprocess) with the shipped CPU registry (models-cpu.
 speech request ("Hello there, how are you?"). Warm-up: one request of each kind. Then --rounds rounds of
 --requests requests each; per round the model loads (the server's "loaded <model>" log lines), requests
 per second, p50 / p95 latency, and the server's RSS (the server process and every child) at the end of
-the round. Two configurations side by side, each on a fresh server: the defaults (memory budget,
-TALKIES_MAX_LOADED_MODELS=8) and TALKIES_MAX_LOADED_MODELS=1 (the old default: one model resident, a swap
-whenever the other kind of request comes; swap fairness groups the requests). Also the c=1 median of each
-request kind on the default server, the baseline for the p95 at c=8.
+the round. Three configurations one after the other, each on a fresh server (--configs picks some): the
+defaults (memory budget, TALKIES_MAX_LOADED_MODELS=8, pocketsphinx max_concurrency 2 as shipped),
+`asr-concurrency=1` (the defaults with pocketsphinx serving one request at a time, as it did before its
+decoder released the GIL) and `max_loaded_models=1` (the old default: one model resident, a swap whenever
+the other kind of request comes; swap fairness groups the requests). Also the c=1 median of each request
+kind on each server, the baseline for the p95 at c=8.
 """
 
 from __future__ import annotations
@@ -113,8 +115,18 @@ def percentile(values: list[float], share: float) -> float:
     return ordered[min(len(ordered) - 1, round(share * (len(ordered) - 1)))]
 
 
-def run_config(name: str, env: dict[str, str], args: argparse.Namespace, clip: bytes) -> list[dict[str, Any]]:
+CONFIGS: dict[str, tuple[dict[str, str], dict[str, Any]]] = {
+    # name -> (server environment, fields changed on the pocketsphinx entry of models-cpu.json)
+    "default": ({}, {}),
+    "asr-concurrency=1": ({}, {"max_concurrency": 1}),
+    "max_loaded_models=1": ({"TALKIES_MAX_LOADED_MODELS": "1"}, {}),
+}
+
+
+def run_config(name: str, args: argparse.Namespace, clip: bytes) -> list[dict[str, Any]]:
+    env, asr_fields = CONFIGS[name]
     models = json.loads((ROOT / "models-cpu.json").read_text())["models"]
+    models[ASR] = {**models[ASR], **asr_fields}
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as tmp, live_server(Path(tmp), models, **env) as server:
         load = Load(server.url, clip)
@@ -152,11 +164,11 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=48)
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--no-baseline", dest="baseline", action="store_false")
+    parser.add_argument("--configs", default=",".join(CONFIGS), help=f"a subset of {', '.join(CONFIGS)}")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         clip = write_wav(Path(tmp) / "clip.wav", speech_clip(1.0)).read_bytes()
-    rows = run_config("default", {}, args, clip)
-    rows += run_config("max_loaded_models=1", {"TALKIES_MAX_LOADED_MODELS": "1"}, args, clip)
+    rows = [row for name in args.configs.split(",") for row in run_config(name, args, clip)]
     print()
     print("| config | round | loads / 100 req | req/s | p50 s | p95 s | RSS MiB |")
     print("|---|---|---|---|---|---|---|")

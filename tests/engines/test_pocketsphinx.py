@@ -135,6 +135,71 @@ def test_the_ctypes_decoder_decodes_exactly_as_the_python_binding() -> None:
         ours.decode(np.zeros(ASR_SAMPLE_RATE, dtype="<i2"))  # closed: refused, not a crash
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("concurrency", [1, 2])
+def test_one_decoder_per_concurrent_request_up_to_max_concurrency(
+    monkeypatch: pytest.MonkeyPatch, concurrency: int
+) -> None:
+    """Three requests at once: with max_concurrency 2 two decode together (two decoders, the second made
+    on demand), the third waits for a free one; with 1 they take turns on one. Same words either way."""
+    import threading
+
+    from talkies.engines import pocketsphinx as module
+
+    made: list[CDecoder] = []
+    closed: list[CDecoder] = []
+    active = peak = 0
+    guard = threading.Lock()
+
+    class Counted(CDecoder):
+        def __init__(self, sample_rate: int) -> None:
+            super().__init__(sample_rate)
+            made.append(self)
+
+        def decode(self, pcm: np.ndarray, *, passes: int = 2) -> list[module.SegmentFrames]:
+            nonlocal active, peak
+            with guard:
+                active += 1
+                peak = max(peak, active)
+            try:
+                return super().decode(pcm, passes=passes)
+            finally:
+                with guard:
+                    active -= 1
+
+        def close(self) -> None:
+            closed.append(self)
+            super().close()
+
+    monkeypatch.setattr(module, "CDecoder", Counted)
+    spec = ModelSpec(slug="ps", executor="pocketsphinx", max_concurrency=concurrency)
+    engine = PocketsphinxEngine(spec, EngineContext("ps", Path("/nonexistent"), "cpu"))
+    engine.load()
+    # ~7 s of speech: each decode takes longer than making a second decoder (~0.5 s), so they overlap
+    audio = speak_16k(" ".join(SENTENCES * 2))
+    alone = engine.transcribe(TranscriptionRequest(audio=audio)).text
+    assert len(made) == 1  # one request at a time: no second decoder
+    texts: list[str] = []
+    start = threading.Barrier(3)
+
+    def request() -> None:
+        start.wait()
+        texts.append(engine.transcribe(TranscriptionRequest(audio=audio)).text)
+
+    threads = [threading.Thread(target=request) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert texts == [alone] * 3
+    assert peak == concurrency
+    assert len(made) == concurrency
+    engine.unload()
+    assert sorted(map(id, closed)) == sorted(map(id, made))  # every decoder freed
+    with pytest.raises(EngineError):
+        engine.transcribe(TranscriptionRequest(audio=audio))
+
+
 def test_clean_word() -> None:
     assert clean_word("read(2)") == "read"
     assert clean_word("hello") == "hello"

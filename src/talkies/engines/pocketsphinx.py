@@ -1,10 +1,12 @@
 """CMU PocketSphinx speech recognition: weight-free, the US English model bundled in the pocketsphinx wheel.
 
-Word timestamps come from the decoder's segmentation (`Decoder.seg()`, in frames at `frate` per second);
+Word timestamps come from the decoder's segmentation (`ps_seg_*`, in frames at `frate` per second);
 silences, sentence markers and fillers are dropped, and `engines.common.group_words` starts a new segment
-at each pause of half a second or more so subtitles get one cue per phrase. A pocketsphinx Decoder is not
-thread-safe: one per load, and calls are serialized with a lock (the registry also gives the model
-max_concurrency 1).
+at each pause of half a second or more so subtitles get one cue per phrase. A pocketsphinx decoder is not
+thread-safe and holds ~90 MiB (acoustic model, language model, dictionary): the engine keeps one per
+concurrent request, up to the model's `max_concurrency` (2 in the shipped registries), creating the next one
+only when a request finds every existing one busy. Since a decode releases the GIL, two requests really
+decode at the same time on two cores.
 
 Cepstral mean normalization: the decoder carries its CMN estimate from one utterance to the next, so a
 request's words would depend on what earlier requests decoded. Each region is decoded twice from the same
@@ -103,12 +105,13 @@ def _c_api() -> ctypes.CDLL:
 
 
 class CDecoder:
-    """A pocketsphinx decoder owned through the C API (see the module docstring): not thread-safe, one
-    caller at a time; `close` frees it."""
+    """A pocketsphinx decoder owned through the C API (see the module docstring). One decode at a time (a
+    lock); `close` waits for a running decode, then frees it."""
 
     def __init__(self, sample_rate: int) -> None:
         from pocketsphinx import Config
 
+        self._lock = threading.Lock()
         self._lib = lib = _c_api()
         # The binding's Config fills in the bundled model's paths; the C decoder is built from it.
         settings = Config(samprate=sample_rate, loglevel="ERROR").dumps().encode()
@@ -127,6 +130,10 @@ class CDecoder:
     def decode(self, pcm: np.ndarray[Any, Any], *, passes: int = 2) -> list[SegmentFrames]:
         """Decode 16-bit mono `pcm` as whole utterances `passes` times from the initial CMN estimate (the
         earlier passes only adapt it); the last pass's segmentation."""
+        with self._lock:
+            return self._decode(pcm, passes)
+
+    def _decode(self, pcm: np.ndarray[Any, Any], passes: int) -> list[SegmentFrames]:
         lib, ps = self._lib, self._ps
         if not ps:
             raise EngineError("pocketsphinx decoder used after it was closed")
@@ -152,9 +159,10 @@ class CDecoder:
         return segments
 
     def close(self) -> None:
-        ps, self._ps = self._ps, None
-        if ps:
-            self._lib.ps_free(ps)
+        with self._lock:
+            ps, self._ps = self._ps, None
+            if ps:
+                self._lib.ps_free(ps)
 
 
 class PocketsphinxEngine:
@@ -168,8 +176,11 @@ class PocketsphinxEngine:
     def __init__(self, spec: ModelSpec, context: EngineContext) -> None:
         self.spec = spec
         self.context = context
-        self._decoder: CDecoder | None = None
-        self._lock = threading.Lock()
+        self._limit = max(1, spec.max_concurrency)
+        self._idle: list[CDecoder] = []  # decoders not decoding right now
+        self._created = 0  # decoders in existence (idle, busy, or being created)
+        self._loaded = False
+        self._changed = threading.Condition()
 
     def load(self) -> None:
         try:
@@ -178,13 +189,44 @@ class PocketsphinxEngine:
             raise
         except Exception as exc:  # a broken install: the binding or its library missing pieces
             raise EngineError(f"pocketsphinx could not load its bundled model: {exc}") from exc
-        self._decoder = decoder
+        with self._changed:
+            self._idle, self._created, self._loaded = [decoder], 1, True
 
     def unload(self) -> None:
-        with self._lock:
-            decoder, self._decoder = self._decoder, None
-            if decoder is not None:
-                decoder.close()
+        with self._changed:
+            self._loaded = False
+            idle, self._idle = self._idle, []
+            self._changed.notify_all()
+        for decoder in idle:
+            decoder.close()  # a busy one is closed when its decode returns (`_give_back`)
+
+    def _take(self) -> CDecoder:
+        """An idle decoder; a new one while fewer than `max_concurrency` exist (a decoder holds ~90 MiB, so
+        they are created as concurrent requests need them); else wait for one."""
+        with self._changed:
+            while self._loaded and not self._idle and self._created >= self._limit:
+                self._changed.wait()
+            if not self._loaded:
+                raise EngineError(f"model {self.spec.slug!r} is not loaded")
+            if self._idle:
+                return self._idle.pop()
+            self._created += 1
+        try:
+            return CDecoder(ASR_SAMPLE_RATE)
+        except BaseException:
+            with self._changed:
+                self._created -= 1
+                self._changed.notify()
+            raise
+
+    def _give_back(self, decoder: CDecoder) -> None:
+        with self._changed:
+            if self._loaded:
+                self._idle.append(decoder)
+                self._changed.notify()
+                return
+            self._created -= 1
+        decoder.close()
 
     def transcribe(self, request: TranscriptionRequest) -> TranscriptionResult:
         if request.task != "transcribe":
@@ -197,14 +239,14 @@ class PocketsphinxEngine:
         duration = len(request.audio) / ASR_SAMPLE_RATE
         regions = request.regions or (Region(0.0, duration),)
         words: list[Word] = []
-        with self._lock:
-            decoder = self._decoder
-            if decoder is None:
-                raise EngineError(f"model {self.spec.slug!r} is not loaded")
+        decoder = self._take()
+        try:
             for region in regions:
                 first = int(region.start * ASR_SAMPLE_RATE)
                 last = int(region.end * ASR_SAMPLE_RATE)
                 words += self._decode(decoder, request.audio[first:last], offset=first / ASR_SAMPLE_RATE)
+        finally:
+            self._give_back(decoder)
         segments = group_words(words)
         text = "".join(segment.text for segment in segments)
         return TranscriptionResult(text=text, language=LANGUAGE, duration=duration, segments=segments)
