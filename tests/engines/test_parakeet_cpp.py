@@ -74,7 +74,7 @@ def test_no_pytorch_is_imported_on_the_engine_path(tdt: Path, ctc: Path) -> None
     assert done.stdout.strip().splitlines()[-1] == "heavy:", "torch or NeMo was imported"
 
 
-def test_regions_are_decoded_as_one_batch_with_absolute_times(tdt: Path) -> None:
+def test_regions_are_decoded_with_absolute_times(tdt: Path) -> None:
     engine = engine_for(tdt)
     engine.load()
     clip = speech_clip(8.0)
@@ -88,6 +88,49 @@ def test_regions_are_decoded_as_one_batch_with_absolute_times(tdt: Path) -> None
     assert result.duration == pytest.approx(8.0)
     with pytest.raises(CapabilityError, match="cannot translate"):
         engine.transcribe(TranscriptionRequest(audio=clip, task="translate"))
+    engine.unload()
+
+
+def test_segments_stream_as_batches_close_them(tdt: Path) -> None:
+    """The first region is decoded alone, then batches of batch_size; a segment is yielded as soon as no
+    later word can join it (the next region starts a pause later), and the streamed segments are the
+    result's. Regions closer than a pause keep their last segment open until the next batch."""
+    spec = ModelSpec.model_validate({"slug": "p", "executor": "parakeet_cpp", "repo": "test/p"})
+    engine = ParakeetCppEngine(spec, EngineContext("p", tdt, "cpu", cpu_threads=1, options={"batch_size": 2}))
+    engine.load()
+    model = engine.require_model()
+    batches: list[int] = []
+
+    class Spy:
+        def recognize(self, clips: list[object], **kwargs: object) -> object:
+            batches.append(len(clips))
+            return model.recognize(clips, **kwargs)
+
+    engine.require_model = Spy  # type: ignore[method-assign]
+    clip = speech_clip(12.0)
+    regions = tuple(Region(start, start + 2.0) for start in (0.0, 3.0, 6.0, 9.0))  # 1 s gaps: 4 segments
+    stream = engine.transcribe_stream(TranscriptionRequest(audio=clip, regions=regions))
+    first = next(stream)
+    assert batches == [1], "the first region's segment comes before the next batch is decoded"
+    assert first.end <= 2.0
+    streamed = [first]
+    while True:
+        try:
+            streamed.append(next(stream))
+        except StopIteration as stop:
+            result = stop.value
+            break
+    assert batches == [1, 2, 1]
+    assert [(s.start, s.end, s.text) for s in streamed] == [(s.start, s.end, s.text) for s in result.segments]
+    assert len(result.segments) == len(regions)
+    assert engine.transcribe(TranscriptionRequest(audio=clip, regions=regions)).text == result.text
+
+    batches.clear()
+    close = tuple(Region(start, start + 2.0) for start in (0.0, 2.2, 6.0))  # 0.2 s: may join
+    stream = engine.transcribe_stream(TranscriptionRequest(audio=clip, regions=close))
+    next(stream)
+    assert batches == [1, 2], "with the next region 0.2 s later, the first segment waits for it"
+    stream.close()
     engine.unload()
 
 

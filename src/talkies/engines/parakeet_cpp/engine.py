@@ -14,12 +14,13 @@ writes it, e.g. `istupakov/parakeet-tdt-0.6b-v2-onnx`)::
 A registry `compute_type` (e.g. `int8`) selects the quantized files (`encoder-model.int8.onnx`, ...):
 `talkies download` fetches only those, the way the contract's `gguf_file` picks one GGUF quant.
 
-Transcription: the clip, or each VAD region of a long file (decoded as one batch of `batch_size`), goes
-through the encoder and a greedy transducer / CTC decode with token timestamps; `timeline.py` makes words
-(absolute times), drops language tags and names the detected language; `common.group_words` makes
-Whisper-shape segments at 0.5 s pauses. `language=` is checked against the model's languages and, on a
-checkpoint whose vocabulary has language tags, pins the decode: every other language's tag is masked out
-of the decoder's output, so the model can only close on the pinned language. Translation is refused.
+Transcription: the clip, or each VAD region of a long file (the first region alone, then batches of
+`batch_size`; segments are streamed as each batch closes them), goes through the encoder and a greedy
+transducer / CTC decode with token timestamps; `timeline.py` makes words (absolute times), drops language
+tags and names the detected language; `common.group_words` makes Whisper-shape segments at 0.5 s pauses.
+`language=` is checked against the model's languages and, on a checkpoint whose vocabulary has language
+tags, pins the decode: every other language's tag is masked out of the decoder's output, so the model can
+only close on the pinned language. Translation is refused.
 
 Engine options (`EngineContext.options`): `batch_size` (regions per encoder batch, default 8).
 """
@@ -29,7 +30,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -40,11 +41,14 @@ from talkies.engines.base import (
     ASR_SAMPLE_RATE,
     EngineContext,
     Region,
+    Segment,
     TranscriptionRequest,
     TranscriptionResult,
     Word,
+    checkpoint,
+    drain,
 )
-from talkies.engines.common import SnapshotEngine, group_words
+from talkies.engines.common import SEGMENT_GAP_S, SnapshotEngine, group_words
 from talkies.engines.parakeet_cpp.timeline import Decoded, language_tags, words_and_language
 from talkies.errors import CapabilityError, ModelLoadError, UnsupportedLanguageError
 
@@ -56,6 +60,7 @@ log = logging.getLogger(__name__)
 MODEL_TYPES = ("nemo-conformer-tdt", "nemo-conformer-rnnt", "nemo-conformer-ctc")
 WINDOW_STEP = 0.01  # NeMo's mel hop: 10 ms
 MIN_CLIP_SECONDS = 0.1  # shorter than one encoder frame or two: nothing to decode
+_Clip = tuple[float, np.ndarray[Any, Any]]  # a region's start (s) and its samples
 
 
 def snapshot_patterns(compute_type: str | None) -> tuple[str, ...]:
@@ -189,6 +194,15 @@ class ParakeetCppEngine(SnapshotEngine):
         return normalized
 
     def transcribe(self, request: TranscriptionRequest) -> TranscriptionResult:
+        return drain(self.transcribe_stream(request))
+
+    def transcribe_stream(
+        self, request: TranscriptionRequest
+    ) -> Generator[Segment, None, TranscriptionResult]:
+        """Segments as the batches of regions are decoded (engines.base.SegmentStreamer): after each batch,
+        every segment that no later word can join (a later word follows it, or the next region starts a
+        pause after it) is yielded; the rest at the end. The first batch is a single region, so a long
+        file's first text comes after one region, not `batch_size`."""
         if request.task == "translate":
             raise CapabilityError(f"model {self.spec.slug!r} cannot translate", param="model")
         model = self.require_model()
@@ -202,22 +216,43 @@ class ParakeetCppEngine(SnapshotEngine):
         clips = [(start, pcm) for start, pcm in clips if len(pcm) >= MIN_CLIP_SECONDS * ASR_SAMPLE_RATE]
         words: list[Word] = []
         detected: str | None = None
-        with self._pinned(language):
-            for first in range(0, len(clips), self._batch_size):
-                batch = clips[first : first + self._batch_size]
+        said = 0  # segments yielded so far
+        decoded_clips = 0
+        for batch in _batches(clips, self._batch_size):
+            # The pin is per thread, and each step of a stream may run on another one: pin per batch.
+            with self._pinned(language):
                 results = model.recognize([pcm for _, pcm in batch], sample_rate=ASR_SAMPLE_RATE)
-                for (start, pcm), result in zip(batch, results, strict=True):
-                    decoded = Decoded(result.tokens or (), result.timestamps or (), result.logprobs)
-                    clip_words, clip_language = words_and_language(decoded, frame=self._frame, offset=start)
-                    words += _inside(clip_words, start, start + len(pcm) / ASR_SAMPLE_RATE)
-                    detected = clip_language or detected
+            for (start, pcm), result in zip(batch, results, strict=True):
+                decoded = Decoded(result.tokens or (), result.timestamps or (), result.logprobs)
+                clip_words, clip_language = words_and_language(decoded, frame=self._frame, offset=start)
+                words += _inside(clip_words, start, start + len(pcm) / ASR_SAMPLE_RATE)
+                detected = clip_language or detected
+            decoded_clips += len(batch)
+            closed = group_words(words)
+            # The last segment is closed too when the next region starts a pause later (its words cannot
+            # join it); otherwise it may go on in the next batch.
+            next_start = clips[decoded_clips][0] if decoded_clips < len(clips) else None
+            if closed and next_start is not None and next_start - closed[-1].end < SEGMENT_GAP_S:
+                closed = closed[:-1]
+            yield from closed[said:]
+            said = max(said, len(closed))
+            checkpoint()
         segments = group_words(words)
+        yield from segments[said:]
         return TranscriptionResult(
             text="".join(segment.text for segment in segments),
             language=language or detected or _only(self.languages),
             duration=duration,
             segments=segments,
         )
+
+
+def _batches(clips: list[_Clip], size: int) -> Iterator[list[_Clip]]:
+    """The first clip alone (early text when streaming), then batches of `size`."""
+    if clips:
+        yield clips[:1]
+    for first in range(1, len(clips), size):
+        yield clips[first : first + size]
 
 
 def _inside(words: list[Word], start: float, end: float) -> list[Word]:
