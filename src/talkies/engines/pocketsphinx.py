@@ -177,8 +177,9 @@ class PocketsphinxEngine:
         self.spec = spec
         self.context = context
         self._limit = max(1, spec.max_concurrency)
-        self._idle: list[CDecoder] = []  # decoders not decoding right now
-        self._created = 0  # decoders in existence (idle, busy, or being created)
+        self._decoders: set[CDecoder] = set()  # this load's decoders, idle or busy
+        self._idle: list[CDecoder] = []  # those not decoding right now
+        self._making = 0  # decoders being made for requests that found every one busy
         self._loaded = False
         self._changed = threading.Condition()
 
@@ -190,12 +191,13 @@ class PocketsphinxEngine:
         except Exception as exc:  # a broken install: the binding or its library missing pieces
             raise EngineError(f"pocketsphinx could not load its bundled model: {exc}") from exc
         with self._changed:
-            self._idle, self._created, self._loaded = [decoder], 1, True
+            self._decoders, self._idle, self._loaded = {decoder}, [decoder], True
 
     def unload(self) -> None:
         with self._changed:
             self._loaded = False
             idle, self._idle = self._idle, []
+            self._decoders = set()
             self._changed.notify_all()
         for decoder in idle:
             decoder.close()  # a busy one is closed when its decode returns (`_give_back`)
@@ -204,28 +206,36 @@ class PocketsphinxEngine:
         """An idle decoder; a new one while fewer than `max_concurrency` exist (a decoder holds ~90 MiB, so
         they are created as concurrent requests need them); else wait for one."""
         with self._changed:
-            while self._loaded and not self._idle and self._created >= self._limit:
+            while self._loaded and not self._idle and len(self._decoders) + self._making >= self._limit:
                 self._changed.wait()
             if not self._loaded:
                 raise EngineError(f"model {self.spec.slug!r} is not loaded")
             if self._idle:
                 return self._idle.pop()
-            self._created += 1
+            self._making += 1
+            decoders = self._decoders
         try:
-            return CDecoder(ASR_SAMPLE_RATE)
-        except BaseException:
+            decoder = CDecoder(ASR_SAMPLE_RATE)
+        finally:
             with self._changed:
-                self._created -= 1
+                self._making -= 1
                 self._changed.notify()
-            raise
+        with self._changed:
+            current = decoders is self._decoders and self._loaded
+            if current:
+                self._decoders.add(decoder)
+        if not current:  # unloaded while it was being made
+            decoder.close()
+            raise EngineError(f"model {self.spec.slug!r} is not loaded")
+        return decoder
 
     def _give_back(self, decoder: CDecoder) -> None:
+        """Back to the idle set; closed instead when the model was unloaded (or reloaded) meanwhile."""
         with self._changed:
-            if self._loaded:
+            if self._loaded and decoder in self._decoders:
                 self._idle.append(decoder)
                 self._changed.notify()
                 return
-            self._created -= 1
         decoder.close()
 
     def transcribe(self, request: TranscriptionRequest) -> TranscriptionResult:
