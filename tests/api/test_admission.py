@@ -178,10 +178,14 @@ def sdk_server(make_settings: Any, fake_factory: FakeFactory) -> Iterator[tuple[
 def test_the_official_sdk_gets_429_before_its_upload_is_stored(
     sdk_server: tuple[Any, str], fake_factory: FakeFactory, spies: Spies, tmp_path: Path, wav: bytes
 ) -> None:
-    """A real server, the `openai` SDK (fields first, then the file): RateLimitError, nothing stored."""
+    """A real server, the `openai` SDK (fields first, then the file): RateLimitError, nothing stored. The
+    refused upload is 32 MiB, more than the sockets buffer: the client still reads a clean 429 (not a
+    connection reset it would retry) although the server stops reading the body at the `model` field."""
     app, base_url = sdk_server
     audio = tmp_path / "tone.wav"
     audio.write_bytes(wav)
+    big = tmp_path / "big.wav"
+    big.write_bytes(wav + bytes(32 * 1024 * 1024))  # a valid header, then a long tail; never decoded
     client = openai.OpenAI(base_url=f"{base_url}/v1", api_key="unused", timeout=60, max_retries=0)
     gate = threading.Event()
     fake_factory["asr-a"].gate = gate
@@ -198,7 +202,7 @@ def test_the_official_sdk_gets_429_before_its_upload_is_stored(
         threads[1].start()
         _wait(lambda: queued(app, "asr-a") == 1)
         spies.reset()
-        with audio.open("rb") as f, pytest.raises(openai.RateLimitError) as info:
+        with big.open("rb") as f, pytest.raises(openai.RateLimitError) as info:
             client.audio.transcriptions.create(model="asr-a", file=f)
         assert info.value.response.headers["retry-after"]
         assert (spies.decodes, spies.stored) == (0, 0)
