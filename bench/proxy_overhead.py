@@ -18,7 +18,7 @@ Each round sends, in ABBA order (direct then proxied, then the other way round),
 use one keep-alive httpx client each; medians over the rounds. The proxy's difference is reported in ms and
 as a share of the direct time (the issue's goal: under 5 ms or under 2 %).
 
-    PYTHONPATH=src python bench/proxy_overhead.py [--rounds 10] [--stand-in-rounds 60]
+    PYTHONPATH=src python bench/proxy_overhead.py [--rounds 40] [--stand-in-rounds 100]
 """
 
 from __future__ import annotations
@@ -159,8 +159,8 @@ def row(name: str, direct: list[float], proxied: list[float], goal: bool = True)
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--rounds", type=int, default=10)
-    parser.add_argument("--stand-in-rounds", type=int, default=60)
+    parser.add_argument("--rounds", type=int, default=40)
+    parser.add_argument("--stand-in-rounds", type=int, default=100)
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="talkies-proxy-bench-") as name:
