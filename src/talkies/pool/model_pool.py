@@ -37,7 +37,6 @@ import asyncio
 import contextlib
 import functools
 import logging
-import math
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -46,20 +45,18 @@ import anyio
 
 from talkies.engines import create_engine, unavailable_reason
 from talkies.engines.base import Engine, EngineContext, Modality
-from talkies.engines.common import release_memory
 from talkies.errors import (
     EngineTimeoutError,
     EngineUnavailableError,
-    LoadTimeoutError,
     ModelLoadError,
     ModelNotFoundError,
     ModelNotLoadedError,
     QueueFullError,
     QueueTimeoutError,
-    TalkiesError,
     WorkerCrashedError,
 )
 from talkies.memory import MemoryBudget, resolve_budget
+from talkies.pool.loads import EngineLoads
 from talkies.pool.residency import Residency
 from talkies.pool.slot import PoolEvents, Slot, alive
 from talkies.registry import ModelSpec, Registry
@@ -85,7 +82,6 @@ class ModelPool:
         self.registry = registry
         self.settings = settings
         self.device = device
-        self._factory = engine_factory or create_engine
         self._clock = clock
         self._lock = asyncio.Lock()
         self._slots = {
@@ -96,9 +92,16 @@ class ModelPool:
             slot.drained.set()
         self._sweeper: asyncio.Task[None] | None = None
         self.group_rules = GroupRules(registry.group_specs)
-        self._background: set[asyncio.Task[None]] = set()
         self.events = PoolEvents()
         self.memory = MemoryBudget(resolve_budget(settings.memory_budget, device), device)
+        factory = engine_factory or create_engine
+        self.loads = EngineLoads(
+            lambda spec: factory(spec, self.engine_context(spec)),
+            settings,
+            self.memory,
+            clock,
+            lambda: self.events,
+        )
         self.residency = Residency(registry, settings, self.group_rules, self.memory, self._slots)
         self._changed = asyncio.Event()  # set (and replaced) whenever pins, waiters or residency change
 
@@ -166,7 +169,7 @@ class ModelPool:
             raise QueueFullError(
                 f"model {spec.slug!r} is busy: {slot.waiting} requests already waiting "
                 f"(limit {limit}, TALKIES_MAX_QUEUE); retry later",
-                retry_after=self._retry_after(slot),
+                retry_after=slot.retry_after(),
             )
 
     @contextlib.asynccontextmanager
@@ -184,7 +187,7 @@ class ModelPool:
         try:
             try:
                 async with asyncio.timeout(self.settings.queue_timeout) as clock:
-                    self._start_queue_clock(slot, clock)
+                    slot.start_queue_clock(clock)
                     try:
                         await self._pin(slot)
                         pinned = True
@@ -212,7 +215,7 @@ class ModelPool:
                     yield engine
                 except (WorkerCrashedError, EngineTimeoutError) as exc:
                     cause = "timeout" if isinstance(exc, EngineTimeoutError) else "crash"
-                    await self._drop_crashed(slot, engine, cause)
+                    await self.loads.drop_crashed(slot, engine, cause)
                     raise
             finally:
                 slot.running -= 1
@@ -227,42 +230,19 @@ class ModelPool:
                     slot.drained.set()
                     self._notify()
 
-    def _start_queue_clock(self, slot: Slot, clock: asyncio.Timeout) -> None:
-        slot.queue_clocks[clock] = None
-        if slot.loading:  # arrived while its model loads: the clock starts when the load ends
-            self._pause_queue_clocks(slot)
-
-    def _pause_queue_clocks(self, slot: Slot) -> None:
-        now = asyncio.get_running_loop().time()
-        for clock, left in slot.queue_clocks.items():
-            when = clock.when()
-            if left is None and when is not None:
-                slot.queue_clocks[clock] = max(0.0, when - now)
-                clock.reschedule(None)
-
-    def _resume_queue_clocks(self, slot: Slot) -> None:
-        now = asyncio.get_running_loop().time()
-        for clock, left in slot.queue_clocks.items():
-            if left is not None:
-                clock.reschedule(now + left)
-                slot.queue_clocks[clock] = None
-
-    def _retry_after(self, slot: Slot) -> int:
-        return max(1, min(60, math.ceil(slot.waiting / max(1, slot.spec.max_concurrency))))
-
     async def _pin(self, slot: Slot) -> None:
         """Make `slot` resident and pin it. Fast path without the lock when it is loaded and staying."""
         if slot.loaded and not slot.evicting and alive(slot.engine):
-            self._add_pin(slot)
+            slot.add_pin()
             return
         token = object()
         slot.wanting[token] = asyncio.get_running_loop().time()
         try:
             async with self._lock:
                 if slot.engine is not None and not alive(slot.engine):
-                    await self._drop_crashed(slot, slot.engine)
+                    await self.loads.drop_crashed(slot, slot.engine)
                 await self._ensure_loaded(slot)
-                self._add_pin(slot)
+                slot.add_pin()
         finally:
             del slot.wanting[token]
             self._notify()
@@ -285,7 +265,7 @@ class ModelPool:
             finally:
                 slot.making_room = False
                 self._notify()
-            task = asyncio.ensure_future(self._load(slot))
+            task = asyncio.ensure_future(self.loads.load(slot))
             slot.load_task = task
             task.add_done_callback(functools.partial(self._load_done, slot))
             await asyncio.shield(task)
@@ -325,10 +305,6 @@ class ModelPool:
         if not task.cancelled() and (error := task.exception()) is not None:
             self.events.load_failed(slot.spec.slug, error)
 
-    def _add_pin(self, slot: Slot) -> None:
-        slot.pins += 1
-        slot.drained.clear()
-
     # --- residency -----------------------------------------------------------------------------------
 
     async def _make_room_for(self, slot: Slot) -> None:
@@ -366,7 +342,7 @@ class ModelPool:
                 log.info("evicting %s %s", victim.spec.slug, why)
                 self.events.evicted(victim.spec.slug)
                 await victim.drained.wait()
-                await self._unload(victim)
+                await self.loads.unload(victim)
         finally:
             for victim in victims:
                 victim.evicting = False
@@ -377,108 +353,6 @@ class ModelPool:
         going = self.residency.overshoot(slot)
         if going:
             await self._evict_now(going, f"to fit the memory budget after {slot.spec.slug} loaded")
-
-    async def _load(self, slot: Slot) -> None:
-        slug = slot.spec.slug
-        engine = self._factory(slot.spec, self.engine_context(slot.spec))
-        log.info("loading %s (executor %s)", slug, slot.spec.executor)
-        started = time.monotonic()
-        timeout = self.settings.load_timeout
-        worker = asyncio.ensure_future(anyio.to_thread.run_sync(engine.load, abandon_on_cancel=True))
-        slot.loading = True
-        self._pause_queue_clocks(slot)
-        before = await anyio.to_thread.run_sync(self.memory.usage_now)
-        try:
-            await asyncio.wait_for(asyncio.shield(worker), timeout)
-        except TimeoutError:
-            slot.load_error = f"load timed out after {timeout:g}s (TALKIES_LOAD_TIMEOUT)"
-            log.error("model %s: %s", slug, slot.load_error)
-            worker.add_done_callback(lambda _: self._discard(engine, slug))
-            raise LoadTimeoutError(f"model {slug!r}: {slot.load_error}") from None
-        except asyncio.CancelledError:
-            worker.add_done_callback(lambda _: self._discard(engine, slug))
-            raise
-        except TalkiesError as exc:
-            slot.load_error = exc.message
-            log.error("model %s failed to load: %s", slug, exc.message)
-            raise
-        except Exception as exc:
-            slot.load_error = f"{type(exc).__name__}: {exc}"
-            log.exception("model %s failed to load", slug)
-            raise ModelLoadError(f"model {slug!r} failed to load: {slot.load_error}") from exc
-        finally:
-            slot.loading = False
-            self._resume_queue_clocks(slot)
-        figure = await anyio.to_thread.run_sync(self.memory.measure, engine, before)
-        if figure is not None:
-            self.memory.measured[slug] = figure
-        slot.engine = engine
-        slot.load_error = None
-        slot.unload_error = None
-        slot.exited = None
-        slot.loaded_at = slot.last_used = self._clock()
-        slot.resident_since = asyncio.get_running_loop().time()
-        self._listen_for_exit(slot, engine)
-        log.info("loaded %s in %.2fs", slug, time.monotonic() - started)
-        self.events.loaded(slug, time.monotonic() - started)
-
-    def _discard(self, engine: Engine, slug: str) -> None:
-        """Clean up after a load that was abandoned (timed out or cancelled) but finished later."""
-        try:
-            engine.unload()
-        except Exception:
-            log.exception("model %s: unloading an abandoned load failed", slug)
-
-    async def _unload(self, slot: Slot) -> None:
-        engine, slot.engine = slot.engine, None
-        if engine is None:
-            return
-        slug = slot.spec.slug
-        try:
-            await anyio.to_thread.run_sync(engine.unload)
-            slot.unload_error = None
-        except Exception as exc:
-            slot.unload_error = f"{type(exc).__name__}: {exc}"
-            log.exception("model %s: unload failed", slug)
-        del engine
-        release_memory()
-        log.info("unloaded %s", slug)
-        self.events.unloaded(slug)
-
-    def _listen_for_exit(self, slot: Slot, engine: Engine) -> None:
-        """Engines that can stop on their own (an external server) report it; the model is then marked
-        unloaded at once (visible in /api/ps) and its next request loads it again."""
-        listen = getattr(engine, "set_exit_listener", None)
-        if not callable(listen):
-            return
-        loop = asyncio.get_running_loop()
-
-        def exited(code: int) -> None:
-            loop.call_soon_threadsafe(self._engine_exited, slot, engine, code)
-
-        listen(exited)
-
-    def _engine_exited(self, slot: Slot, engine: Engine, code: int) -> None:
-        if slot.engine is not engine:
-            return
-        slot.exited = f"exited on its own (code {code}); the next request starts it again"
-        log.error("model %s: %s", slot.spec.slug, slot.exited)
-        self.events.engine_failed(slot.spec.slug, "exited")
-        slot.engine = None
-        task = asyncio.get_running_loop().create_task(anyio.to_thread.run_sync(engine.unload))
-        self._background.add(task)  # reaps the child; kept referenced until done
-        task.add_done_callback(self._background.discard)
-
-    async def _drop_crashed(self, slot: Slot, engine: Engine, cause: str = "crash") -> None:
-        if slot.engine is engine:
-            self.events.engine_failed(slot.spec.slug, cause)
-            log.error(
-                "model %s: engine worker crashed or timed out; marked unloaded, the next request reloads it",
-                slot.spec.slug,
-            )
-            slot.engine = None
-            with contextlib.suppress(Exception):
-                await anyio.to_thread.run_sync(engine.unload)
 
     # --- explicit unload, sweeping, preload ------------------------------------------------------------
 
@@ -503,7 +377,7 @@ class ModelPool:
             try:
                 for slot in slots:
                     await slot.drained.wait()
-                    await self._unload(slot)
+                    await self.loads.unload(slot)
             finally:
                 for slot in slots:
                     slot.evicting = False
@@ -559,7 +433,7 @@ class ModelPool:
                 with contextlib.suppress(Exception):
                     await slot.load_task
             if slot.loaded:
-                await self._unload(slot)
+                await self.loads.unload(slot)
 
     # --- introspection -------------------------------------------------------------------------------
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 from dataclasses import dataclass, field
 
 from talkies.engines.base import Engine
@@ -50,6 +51,36 @@ class Slot:
     @property
     def loaded(self) -> bool:
         return self.engine is not None
+
+    def add_pin(self) -> None:
+        self.pins += 1
+        self.drained.clear()
+
+    def retry_after(self) -> int:
+        """Seconds a refused request should wait: about one turn per `max_concurrency` requests queued."""
+        return max(1, min(60, math.ceil(self.waiting / max(1, self.spec.max_concurrency))))
+
+    # A request's queue clock (its TALKIES_QUEUE_TIMEOUT) stops while the model it asked for loads.
+
+    def start_queue_clock(self, clock: asyncio.Timeout) -> None:
+        self.queue_clocks[clock] = None
+        if self.loading:  # arrived while its model loads: the clock starts when the load ends
+            self.pause_queue_clocks()
+
+    def pause_queue_clocks(self) -> None:
+        now = asyncio.get_running_loop().time()
+        for clock, left in self.queue_clocks.items():
+            when = clock.when()
+            if left is None and when is not None:
+                self.queue_clocks[clock] = max(0.0, when - now)
+                clock.reschedule(None)
+
+    def resume_queue_clocks(self) -> None:
+        now = asyncio.get_running_loop().time()
+        for clock, left in self.queue_clocks.items():
+            if left is not None:
+                clock.reschedule(now + left)
+                self.queue_clocks[clock] = None
 
 
 def alive(engine: Engine | None) -> bool:
