@@ -24,18 +24,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import re
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
-import numpy as np
-
 from talkies import __version__
-from talkies.engines.base import ASR_SAMPLE_RATE, TTS_SAMPLE_RATE
+from talkies.api.wyoming.frames import (
+    MAX_HEADER_BYTES,
+    ProtocolError,
+    audio_format,
+    read_event,
+    rechunk,
+    to_asr_pcm,
+)
+from talkies.engines.base import TTS_SAMPLE_RATE
 from talkies.errors import BadRequestError, ConfigError, TalkiesError
 from talkies.services.speech import SpeechOptions
 from talkies.services.transcription import TranscriptionOptions
@@ -46,21 +50,14 @@ if TYPE_CHECKING:
     from talkies.pool import ModelPool
     from talkies.registry import Registry
     from talkies.services.speech import SpeechService
-    from talkies.services.transcription import PCM, TranscriptionService
+    from talkies.services.transcription import TranscriptionService
     from talkies.settings import Settings
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("talkies.api.wyoming")
 
-MAX_HEADER_BYTES = 64 * 1024
-MAX_DATA_BYTES = 1024 * 1024
-MAX_PAYLOAD_BYTES = 4 * 1024 * 1024  # one audio-chunk; Home Assistant sends ~2 KiB
 SAMPLES_PER_CHUNK = 2048  # audio-chunk size for synthesized speech (~85 ms at 24 kHz)
 _SENTENCE_END = re.compile(r"(?<=[.!?…。！？])\s+")
 _TALKIES = {"name": "talkies", "url": ""}
-
-
-class ProtocolError(BadRequestError):
-    """A malformed or oversized Wyoming event."""
 
 
 @dataclass(slots=True)
@@ -325,7 +322,7 @@ class _Connection:
         elif kind == "transcribe":
             self.transcribe = dict(event.data)
         elif kind == "audio-start":
-            self.audio = _AudioIn(*_audio_format(event.data))
+            self.audio = _AudioIn(*audio_format(event.data))
         elif kind == "audio-chunk":
             await self.on_audio_chunk(event)
         elif kind == "audio-stop":
@@ -346,9 +343,9 @@ class _Connection:
 
     async def on_audio_chunk(self, event: Event) -> None:
         if self.audio is None:  # a client that skipped audio-start: take the chunk's own format
-            self.audio = _AudioIn(*_audio_format(event.data))
+            self.audio = _AudioIn(*audio_format(event.data))
         audio = self.audio
-        if _audio_format(event.data) != (audio.rate, audio.width, audio.channels):
+        if audio_format(event.data) != (audio.rate, audio.width, audio.channels):
             raise ProtocolError("audio-chunk format differs from audio-start; convert before sending")
         payload = event.payload or b""
         limit = self.server.settings.max_audio_seconds * audio.rate * audio.width * audio.channels
@@ -413,7 +410,7 @@ class _Connection:
         plan = await asyncio.to_thread(self.server.speech.validate, options)
         fmt = {"rate": TTS_SAMPLE_RATE, "width": 2, "channels": 1}
         started = False
-        async for pcm in _rechunk(self.server.speech.stream(plan), SAMPLES_PER_CHUNK * 2):
+        async for pcm in rechunk(self.server.speech.stream(plan), SAMPLES_PER_CHUNK * 2):
             if not started:
                 await self.send(Event("audio-start", {**fmt, "timestamp": 0}))
                 started = True
@@ -457,95 +454,8 @@ class _Connection:
         return self.server.default_model("tts"), None
 
 
-async def _rechunk(stream: AsyncIterator[bytes], size: int) -> AsyncIterator[bytes]:
-    """Re-cut a byte stream into pieces of `size` bytes (the last may be shorter); closes the source."""
-    buffer = bytearray()
-    try:
-        async for part in stream:
-            buffer += part
-            while len(buffer) >= size:
-                yield bytes(buffer[:size])
-                del buffer[:size]
-        if buffer:
-            yield bytes(buffer)
-    finally:
-        aclose = getattr(stream, "aclose", None)
-        if aclose is not None:
-            await aclose()
-
-
 def _attribution(repo: str | None, fallback: str) -> dict[str, str]:
     """Who made a model: its hub repository when it has one (Home Assistant shows this)."""
     if repo:
         return {"name": repo.split("/")[0], "url": f"https://huggingface.co/{repo}"}
     return {"name": fallback, "url": ""}
-
-
-def _audio_format(data: dict[str, Any]) -> tuple[int, int, int]:
-    try:
-        rate, width, channels = int(data["rate"]), int(data["width"]), int(data["channels"])
-    except (KeyError, TypeError, ValueError):
-        raise ProtocolError("audio events need integer rate, width and channels") from None
-    if not (1000 <= rate <= 384_000) or width not in (1, 2, 4) or not (1 <= channels <= 8):
-        raise ProtocolError(
-            f"unsupported audio format rate={rate} width={width} channels={channels} "
-            "(rate 1000-384000 Hz, width 1, 2 or 4 bytes, 1-8 channels)"
-        )
-    return rate, width, channels
-
-
-def to_asr_pcm(data: bytes, rate: int, width: int, channels: int) -> PCM:
-    """Raw little-endian PCM (8-bit unsigned, 16- or 32-bit signed, interleaved) -> 16 kHz mono float32."""
-    from talkies.audio.encode import resample
-
-    usable = len(data) - len(data) % (width * channels)
-    if width == 1:
-        samples = (np.frombuffer(data[:usable], dtype=np.uint8).astype(np.float32) - 128.0) / 128.0
-    elif width == 2:
-        samples = np.frombuffer(data[:usable], dtype="<i2").astype(np.float32) / 32768.0
-    else:
-        samples = np.frombuffer(data[:usable], dtype="<i4").astype(np.float32) / 2147483648.0
-    mono = samples.reshape(-1, channels).mean(axis=1) if channels > 1 else samples
-    return resample(mono.astype(np.float32), rate, ASR_SAMPLE_RATE)
-
-
-async def read_event(reader: asyncio.StreamReader) -> Event | None:
-    """One Wyoming event, or None at the end of the stream. Refuses oversized or malformed frames."""
-    from wyoming.event import Event
-
-    try:
-        line = await reader.readline()
-    except (ValueError, asyncio.LimitOverrunError):
-        raise ProtocolError(f"event header longer than {MAX_HEADER_BYTES} bytes") from None
-    if not line:
-        return None
-    try:
-        header = json.loads(line)
-    except ValueError:
-        raise ProtocolError("event header is not JSON") from None
-    if not isinstance(header, dict) or not isinstance(header.get("type"), str):
-        raise ProtocolError("event header needs a string 'type'")
-    data = header.get("data") or {}
-    if not isinstance(data, dict):
-        raise ProtocolError("event 'data' must be an object")
-    data_length = _length(header, "data_length", MAX_DATA_BYTES)
-    payload_length = _length(header, "payload_length", MAX_PAYLOAD_BYTES)
-    if data_length:
-        try:
-            extra = json.loads(await reader.readexactly(data_length))
-        except ValueError:
-            raise ProtocolError("event data block is not JSON") from None
-        if not isinstance(extra, dict):
-            raise ProtocolError("event data block must be an object")
-        data.update(extra)
-    payload = await reader.readexactly(payload_length) if payload_length else None
-    return Event(type=header["type"], data=data, payload=payload)
-
-
-def _length(header: dict[str, Any], key: str, limit: int) -> int:
-    value = header.get(key) or 0
-    if not isinstance(value, int) or value < 0:
-        raise ProtocolError(f"event {key} must be a non-negative integer")
-    if value > limit:
-        raise ProtocolError(f"event {key} {value} exceeds the limit of {limit} bytes")
-    return value
