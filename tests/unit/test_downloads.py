@@ -195,7 +195,10 @@ async def test_redirects_followed_up_to_five(
 async def test_size_cap_removes_partial_file(
     server: _Server, store: FileStore, backend: RecordingBackend
 ) -> None:
-    downloads = _downloader(store, backend, max_bytes=100_000)
+    # The downloader writes once 64 KiB are buffered and a network read brings at most 64 KiB, so a cap of
+    # 200 000 bytes always lets one write reach the disk first (with 100 000 it depended on how the
+    # reads happened to fall, and a fresh-clone CI run once saw nothing written).
+    downloads = _downloader(store, backend, max_bytes=200_000)
     written: list[int] = []
     real_begin = store.begin_write
 
