@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -402,17 +403,40 @@ def test_upload_over_the_size_cap_answers_413(client: httpx.Client, tmp_path: Pa
 # --- streaming and the official client ---------------------------------------------------------------
 
 
-def test_first_audio_leaves_before_generation_ends(client: httpx.Client, records: _Records) -> None:
+def test_first_audio_leaves_before_generation_ends(
+    client: httpx.Client, records: _Records, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The engine is held after its first chunk until the client has received audio: a server that
+    buffered the stream would leave the client with nothing and the engine waiting (gate not opened).
+    (Without the gate this test raced: a client that read late got every byte in its first read.)"""
+    from talkies.engines.qwen3.engine import Qwen3Engine
+
+    received = threading.Event()
+    opened: list[bool] = []
+    real_synthesize = Qwen3Engine.synthesize
+
+    def gated(self: Qwen3Engine, request: Any) -> Iterator[Any]:
+        chunks = real_synthesize(self, request)
+        try:
+            yield next(chunks)
+            opened.append(received.wait(60))  # generation pauses until the client holds audio
+            yield from chunks
+        finally:
+            chunks.close()
+
+    monkeypatch.setattr(Qwen3Engine, "synthesize", gated)
     body = {"model": "qwen3-tts-0.6b-custom", "input": "Hello there.", "response_format": "pcm"}
     with client.stream("POST", "/v1/audio/speech", json={**body, "max_new_tokens": 40}) as response:
         assert response.status_code == 200
         chunks = response.iter_bytes()
         first = next(chunks)
         finished_at_first = [m for m in records.messages() if "codec frames in" in m]
+        received.set()
         rest = b"".join(chunks)
     assert first
-    assert rest
-    assert finished_at_first == []  # the first bytes arrived while frames were still being generated
+    assert opened == [True]  # the client had audio while the engine was paused after its first chunk
+    assert finished_at_first == []
+    assert rest  # the frames generated after the pause arrived too
     assert any("39 codec frames in" in m for m in records.messages())
 
 
