@@ -40,6 +40,7 @@ from talkies.formats.events import speech_delta, speech_done
 from talkies.pool import ModelPool
 from talkies.registry import ModelSpec, Registry
 from talkies.services.blocking import BlockingSteps
+from talkies.services.streams import start_stream
 from talkies.services.transcription import refuse_external
 from talkies.settings import Settings
 
@@ -202,25 +203,11 @@ class SpeechService:
 
         Errors up to that point are raised here (so they become a proper status); the returned iterator
         must be consumed or closed (`aclose`) to release the model."""
-        stream = self.stream(plan)
-        try:
-            first = await anext(stream)
-        except StopAsyncIteration:
-            first = b""
-        except BaseException:
-            await stream.aclose()
-            raise
-        return _prepend(first, stream)
+        return await start_stream(self.stream(plan))
 
     async def open_events(self, plan: SpeechPlan) -> AsyncIterator[bytes]:
         """`stream_format=sse`: like `open_stream`, as server-sent events (see `events`)."""
-        stream = self.events(plan)
-        try:
-            first = await anext(stream)
-        except BaseException:
-            await stream.aclose()
-            raise
-        return _prepend(first, stream)
+        return await start_stream(self.events(plan))
 
     async def events(self, plan: SpeechPlan) -> AsyncGenerator[bytes, None]:
         """A `speech.audio.delta` per encoded chunk (base64 of the bytes `stream` would send: the chosen
@@ -338,13 +325,3 @@ def _start_synthesis(engine: Engine, request: SpeechRequest) -> Iterator[AudioCh
 def _closer_of(chunks: Iterator[Any] | None) -> Callable[[], object] | None:
     close = getattr(chunks, "close", None)
     return close if callable(close) else None
-
-
-async def _prepend(first: bytes, rest: AsyncGenerator[bytes, None]) -> AsyncIterator[bytes]:
-    try:
-        if first:
-            yield first
-        async for part in rest:
-            yield part
-    finally:
-        await rest.aclose()
