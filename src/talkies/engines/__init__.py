@@ -7,6 +7,7 @@ without importing anything, why a model cannot run here (extra not installed, no
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import importlib.util
 from collections.abc import Callable
@@ -100,6 +101,8 @@ def make_engine_factory(settings: Settings) -> Callable[[ModelSpec, EngineContex
         start_helpers()  # part of the server's idle footprint, not of the first model's
 
     def factory(spec: ModelSpec, context: EngineContext) -> Engine:
+        if spec.executor == "process":  # what of talkies' environment its server may see
+            context = dataclasses.replace(context, options={**context.options, "child_env": settings.child_env})
         if isolation_for(spec, settings) == "inprocess":
             return create_engine(spec, context)
         from talkies.workers import ProcessEngine
