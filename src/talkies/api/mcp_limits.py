@@ -24,7 +24,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 ENVELOPE_BYTES = 64 * 1024
 """The JSON-RPC envelope around the content: method, ids, the path, other arguments."""
-DRAIN_FACTOR = 4
+DRAIN_FACTOR = 2
 """An over-limit body is read (and dropped) up to this many times the limit before the answer."""
 _KEEP = 256
 """Longest scalar value (id, method, tool name) the skeleton keeps; longer strings are only skipped."""
