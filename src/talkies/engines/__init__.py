@@ -23,6 +23,7 @@ __all__ = [
     "engine_class",
     "isolation_for",
     "make_engine_factory",
+    "required_files",
     "snapshot_patterns",
     "unavailable_reason",
 ]
@@ -70,6 +71,20 @@ def snapshot_patterns(spec: ModelSpec) -> list[str] | None:
     patterns_for = getattr(cls, "patterns_for", None)
     patterns = patterns_for(spec) if callable(patterns_for) else getattr(cls, "snapshot_patterns", None)
     return list(patterns) if patterns else None
+
+
+def required_files(spec: ModelSpec) -> tuple[str, ...]:
+    """What a snapshot of `spec` laid out by hand must hold (globs, each matching a file): the executor's
+    `required_files` in the schema, else its engine class's `required_files` attribute, else nothing."""
+    info = EXECUTORS[spec.executor]
+    if info.required_files or not info.needs_repo:
+        return info.required_files
+    try:
+        cls = engine_class(spec.executor)
+    except (LookupError, ImportError):
+        return ()
+    declared = getattr(cls, "required_files", ())
+    return tuple(declared) if isinstance(declared, tuple | list) else ()
 
 
 def create_engine(spec: ModelSpec, context: EngineContext) -> Engine:
