@@ -81,7 +81,9 @@ def _check_bounded(value: tuple[str, ...]) -> tuple[str, ...]:
 def _check_child_env(value: tuple[str, ...]) -> tuple[str, ...]:
     for pattern in value:
         if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*\*?", pattern):
-            raise ValueError(f"{pattern!r} is not a variable name (letters, digits, _; a trailing * for a prefix)")
+            raise ValueError(
+                f"{pattern!r} is not a variable name (letters, digits, _; a trailing * for a prefix)"
+            )
         leaked = [name for name in SECRET_VARIABLES if fnmatch.fnmatchcase(name, pattern)]
         if leaked:
             raise ValueError(f"{pattern!r} would pass {', '.join(leaked)} to child servers; secrets never go")
@@ -278,7 +280,9 @@ class Settings(BaseSettings):
 
 
 SECRET_VARIABLES = frozenset(
-    f"TALKIES_{name.upper()}" for name, field in Settings.model_fields.items() if field.annotation is SecretStr
+    f"TALKIES_{name.upper()}"
+    for name, field in Settings.model_fields.items()
+    if field.annotation is SecretStr
 )
 """The variables of secret settings: never handed to a child server (`TALKIES_CHILD_ENV` refuses them)."""
 

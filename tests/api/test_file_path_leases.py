@@ -115,7 +115,9 @@ def settings_for(tmp: Path, **overrides: Any) -> Settings:
         }
     }
     (tmp / "leases-models.json").write_text(json.dumps(registry))
-    return weightfree_settings(tmp, models_file=tmp / "leases-models.json", url_allowlist="127.0.0.1", **overrides)
+    return weightfree_settings(
+        tmp, models_file=tmp / "leases-models.json", url_allowlist="127.0.0.1", **overrides
+    )
 
 
 def bounded(spec: ModelSpec, context: EngineContext) -> Engine:

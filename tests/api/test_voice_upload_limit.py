@@ -61,7 +61,9 @@ async def test_a_header_that_lies_about_the_duration_is_refused_at_the_limit(
     async with asgi_client(app, timeout=120) as http:
         with sample.open("rb") as handle:
             response = await http.post(
-                "/v1/audio/voices", data={"name": "liar"}, files={"audio_sample": ("a.flac", handle, "audio/flac")}
+                "/v1/audio/voices",
+                data={"name": "liar"},
+                files={"audio_sample": ("a.flac", handle, "audio/flac")},
             )
     assert response.status_code == 400, response.text
     assert response.json()["error"]["param"] == "audio_sample"

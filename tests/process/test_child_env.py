@@ -36,7 +36,9 @@ def test_child_gets_no_secret_and_healthz_names_only(
     monkeypatch.setenv("TALKIES_LOG_LEVEL", "info")
     monkeypatch.setenv("MY_SERVICE_API_KEY", OTHER_SECRET)
     monkeypatch.setenv("LC_MESSAGES", "C")
-    models = {"env-printer": script_model(cmd=[PY, "-c", PRINT_ENV], proxy=NOWHERE, env=["GIVEN_BY_ENTRY=yes"])}
+    models = {
+        "env-printer": script_model(cmd=[PY, "-c", PRINT_ENV], proxy=NOWHERE, env=["GIVEN_BY_ENTRY=yes"])
+    }
     caplog.set_level(logging.INFO, logger="talkies.process")
     auth = {"Authorization": f"Bearer {TOKEN}"}
     with outer(models) as url, httpx.Client(base_url=url, timeout=60, headers=auth) as client:

@@ -19,7 +19,10 @@ def test_the_limit_covers_base64_of_the_cap() -> None:
 
 def test_skeleton_finds_id_method_and_tool_in_any_order_and_chunking() -> None:
     body = {
-        "params": {"arguments": {"content_base64": "QUJD" * 5000 + "\n", "x": [1, {"id": 9}]}, "name": "put_file"},
+        "params": {
+            "arguments": {"content_base64": "QUJD" * 5000 + "\n", "x": [1, {"id": 9}]},
+            "name": "put_file",
+        },
         "id": "req-7",
         "method": "tools/call",
         "jsonrpc": "2.0",

@@ -15,7 +15,11 @@ def test_header_helpers() -> None:
         (b"X-Request-ID", b"theirs"),
         (b"Authorization", b"Bearer ours"),
     ]
-    assert end_to_end(sent, frozenset({b"connection"})) == [(b"x-c", b"3"), (b"X-Request-ID", b"theirs"), sent[-1]]
+    assert end_to_end(sent, frozenset({b"connection"})) == [
+        (b"x-c", b"3"),
+        (b"X-Request-ID", b"theirs"),
+        sent[-1],
+    ]
     forwarded = request_headers(sent, strip_auth=True, length=5, request_id="rid")
     assert forwarded == [(b"x-c", b"3"), (b"content-length", b"5"), (b"x-request-id", b"rid")]
     kept_auth = request_headers(sent, strip_auth=False, length=None, request_id=None)

@@ -295,8 +295,9 @@ def test_check_holds_a_hand_laid_snapshot_to_what_its_executor_needs(tmp_path: P
     (model_dir / "model.bin").write_bytes(b"8 bytes!")
     one_file = _talkies(env, "pull", "--check", "tiny")
     assert one_file.returncode == 1, one_file.stdout + one_file.stderr
-    assert "tiny: incomplete (laid out by hand, 1 files): missing config.json, tokenizer.json, vocabulary.*" in (
-        one_file.stdout
+    assert (
+        "tiny: incomplete (laid out by hand, 1 files): missing config.json, tokenizer.json, vocabulary.*"
+        in (one_file.stdout)
     )
     assert "unverified" not in one_file.stdout
     assert "talkies: incomplete: tiny" in one_file.stderr
@@ -310,4 +311,6 @@ def test_check_holds_a_hand_laid_snapshot_to_what_its_executor_needs(tmp_path: P
     assert not (model_dir / PULL_RECORD).exists()
     models = _talkies(env, "models")
     assert models.returncode == 0
-    assert "snapshot not pulled yet" not in next(line for line in models.stdout.splitlines() if "tiny" in line)
+    assert "snapshot not pulled yet" not in next(
+        line for line in models.stdout.splitlines() if "tiny" in line
+    )

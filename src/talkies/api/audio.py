@@ -203,7 +203,9 @@ async def create_transcription(
         )
         service.validate(options)
         if extra.stream:
-            opened = on_audio(request, form, fields, lambda path: open_transcript_stream(service, path, options))
+            opened = on_audio(
+                request, form, fields, lambda path: open_transcript_stream(service, path, options)
+            )
             events = await cancel_on_disconnect(request, opened)
             return sse_response(events)  # the upload is not needed any more: the audio is decoded
         done = on_audio(request, form, fields, lambda path: service.transcribe_file(path, options))

@@ -153,8 +153,8 @@ def too_large_message(limit: int, max_upload_bytes: int, tool: Any) -> str:
     what = f"the {tool} call" if isinstance(tool, str) else "the request"
     return (
         f"{what} is larger than the MCP body limit ({limit} bytes: TALKIES_MAX_UPLOAD_BYTES = "
-        f"{max_upload_bytes} bytes as base64, plus the envelope); stage big files with PUT /v1/files/{{path}} "
-        "over HTTP, or raise TALKIES_MAX_UPLOAD_BYTES"
+        f"{max_upload_bytes} bytes as base64, plus the envelope); stage big files with "
+        "PUT /v1/files/{path} over HTTP, or raise TALKIES_MAX_UPLOAD_BYTES"
     )
 
 

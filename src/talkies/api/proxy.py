@@ -66,6 +66,8 @@ SPILL_BYTES = 1024 * 1024
 KEEP_TAIL_BYTES = 256 * 1024
 """Bytes of a form read while looking for `model` kept in memory; older ones go to a temporary file."""
 ERROR_EXCERPT_BYTES = 16 * 1024
+
+
 class _Prefix:
     """The body bytes read while looking for the model: memory, spilling old bytes to a temporary file."""
 

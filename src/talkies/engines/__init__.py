@@ -117,7 +117,9 @@ def make_engine_factory(settings: Settings) -> Callable[[ModelSpec, EngineContex
 
     def factory(spec: ModelSpec, context: EngineContext) -> Engine:
         if spec.executor == "process":  # what of talkies' environment its server may see
-            context = dataclasses.replace(context, options={**context.options, "child_env": settings.child_env})
+            context = dataclasses.replace(
+                context, options={**context.options, "child_env": settings.child_env}
+            )
         if isolation_for(spec, settings) == "inprocess":
             return create_engine(spec, context)
         from talkies.workers import ProcessEngine

@@ -22,8 +22,8 @@ import httpx
 
 from talkies.engines.base import EngineContext
 from talkies.engines.process.child import Child, ChildStartError
-from talkies.engines.process.environment import child_environment
 from talkies.engines.process.command import expand_runtime, free_port, split_command, uses_port
+from talkies.engines.process.environment import child_environment
 from talkies.errors import ModelLoadError
 from talkies.registry.schema import (
     DEFAULT_CHECK_ENDPOINT,

@@ -49,6 +49,7 @@ BASE_NAMES = frozenset(
 BASE_PREFIXES = ("LC_",)
 """Locale categories (LC_ALL, LC_CTYPE, ...)."""
 
+
 def passes(name: str, extra: Iterable[str] = ()) -> bool:
     """Whether talkies' variable `name` is handed to a child (`extra`: TALKIES_CHILD_ENV's entries)."""
     if name.upper() in SECRET_VARIABLES:
