@@ -222,14 +222,13 @@ class Downloader:
         self._waiting[name] += 1
         lock = self._locks.setdefault(name, anyio.Lock())
         try:
-            with anyio.fail_after(self.total_timeout):
+            with anyio.move_on_after(self.total_timeout):
                 return await self._fetch_locked(parsed, name, lock)
-        except TimeoutError:
             raise DownloadError(
                 f"downloading {parsed} did not finish within {self.total_timeout:g} s "
                 "(TALKIES_DOWNLOAD_TIMEOUT)",
                 param="file_path",
-            ) from None
+            )
         finally:
             self._waiting[name] -= 1
             if self._waiting[name] <= 0:
