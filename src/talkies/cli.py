@@ -8,10 +8,14 @@ import logging
 import math
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from talkies import __version__
 from talkies.errors import ConfigError, TalkiesError
 from talkies.settings import Settings, load_settings
+
+if TYPE_CHECKING:
+    from talkies.engines.snapshot import SnapshotState
 
 
 def _configure_logging(level: str) -> None:
@@ -54,7 +58,7 @@ def _serve(settings: Settings) -> int:
 def _models(settings: Settings) -> int:
     from talkies.api.app import build_registry
     from talkies.device import resolve_device
-    from talkies.engines import unavailable_reason
+    from talkies.engines import required_files, unavailable_reason
     from talkies.engines.snapshot import snapshot_present
 
     device = resolve_device(settings.device)
@@ -63,7 +67,8 @@ def _models(settings: Settings) -> int:
     for spec in registry.models.values():
         reason = unavailable_reason(spec, device)
         state = "ready" if reason is None else f"unavailable: {reason}"
-        if reason is None and spec.repo and not snapshot_present(settings.models_dir / spec.slug):
+        model_dir = settings.models_dir / spec.slug
+        if reason is None and spec.repo and not snapshot_present(model_dir, required_files(spec)):
             state = f"ready, snapshot not pulled yet (talkies pull {spec.slug})"
         print(f"{spec.slug:32} {spec.kind:3} {spec.executor:18} {state}")
     return 0
@@ -73,7 +78,7 @@ def _pull(settings: Settings, slugs: Sequence[str], *, check: bool) -> int:
     """`talkies pull [slug ...]` (alias `download`): fetch, resume, verify; `--check`: report only."""
     from talkies.api.app import build_registry
     from talkies.device import resolve_device
-    from talkies.engines import snapshot_patterns, unavailable_reason
+    from talkies.engines import required_files, snapshot_patterns, unavailable_reason
     from talkies.engines.snapshot import check_snapshot, pull_dependency, pull_snapshot
 
     device = resolve_device(settings.device)
@@ -89,18 +94,9 @@ def _pull(settings: Settings, slugs: Sequence[str], *, check: bool) -> int:
             print(f"{slug}: weight-free, nothing to pull")
             continue
         model_dir = settings.models_dir / slug
-        state = check_snapshot(model_dir)
+        state = check_snapshot(model_dir, required_files(spec))
         if check:
-            line = f"{slug}: {state.status}"
-            if state.status == "complete":
-                line += f" ({state.files} files, {state.bytes / 2**20:.1f} MiB)"
-            elif state.status == "unverified":
-                line += f" (laid out by hand, {state.files} files; `talkies pull {slug}` verifies it)"
-            elif state.status == "missing":
-                line += f" (`talkies pull {slug}`)"
-            if state.missing:
-                line += f"; missing or incomplete: {', '.join(state.missing)}"
-            print(line)
+            print(_check_line(slug, state))
             if state.status in ("incomplete", "missing"):
                 failed.append(slug)
             continue
@@ -128,6 +124,24 @@ def _pull(settings: Settings, slugs: Sequence[str], *, check: bool) -> int:
         verb = "incomplete" if check else "failed"
         print(f"talkies: {verb}: {', '.join(failed)}", file=sys.stderr)
     return 1 if failed else 0
+
+
+def _check_line(slug: str, state: SnapshotState) -> str:
+    line = f"{slug}: {state.status}"
+    if state.status == "complete":
+        line += f" ({state.files} files, {state.bytes / 2**20:.1f} MiB)"
+    elif state.status == "unverified":
+        line += f" (laid out by hand, {state.files} files; `talkies pull {slug}` verifies it)"
+    elif state.status == "missing":
+        line += f" (`talkies pull {slug}`)"
+    elif state.by_hand:  # incomplete, laid out by hand
+        return (
+            f"{line} (laid out by hand, {state.files} files): missing {', '.join(state.missing)}; "
+            f"copy those there, or `talkies pull {slug}` fetches what is missing"
+        )
+    if state.missing:
+        line += f"; missing or incomplete: {', '.join(state.missing)}"
+    return line
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -3,6 +3,7 @@
 TalkiesError                     500  anything unexpected from the server itself
 ├── BadRequestError              400  the request cannot be served as sent
 │   ├── InvalidAudioError             empty / corrupt / undecodable audio, too long
+│   │   └── AudioTooLongError         more samples than the caller's max_seconds (decoding stopped)
 │   ├── UnsupportedFormatError        unknown response_format
 │   ├── DiarizationError              diarization on a non-stereo file
 │   ├── UnknownVoiceError             voice not in the model's catalog
@@ -51,6 +52,10 @@ class BadRequestError(TalkiesError):
 
 
 class InvalidAudioError(BadRequestError):
+    pass
+
+
+class AudioTooLongError(InvalidAudioError):
     pass
 
 

@@ -7,6 +7,7 @@ the value and the accepted form, so a bad value stops start-up with a message a 
 
 from __future__ import annotations
 
+import fnmatch
 import os
 import re
 from pathlib import Path
@@ -74,6 +75,18 @@ def _check_budget(value: str) -> str:
 def _check_bounded(value: tuple[str, ...]) -> tuple[str, ...]:
     if len(value) > 256:
         raise ValueError("at most 256 entries")
+    return value
+
+
+def _check_child_env(value: tuple[str, ...]) -> tuple[str, ...]:
+    for pattern in value:
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*\*?", pattern):
+            raise ValueError(
+                f"{pattern!r} is not a variable name (letters, digits, _; a trailing * for a prefix)"
+            )
+        leaked = [name for name in SECRET_VARIABLES if fnmatch.fnmatchcase(name, pattern)]
+        if leaked:
+            raise ValueError(f"{pattern!r} would pass {', '.join(leaked)} to child servers; secrets never go")
     return value
 
 
@@ -190,6 +203,13 @@ class Settings(BaseSettings):
     """Stream `response_format=wav` speech as it is synthesized, behind a header that declares an unknown
     length (0xFFFFFFFF, as OpenAI does). false: a whole-body WAV with exact sizes, unless the request sets
     `stream_format` (`audio` or `sse`), which always streams."""
+    download_timeout: Duration = Field(600.0, gt=0, le=86_400)
+    """Longest a `file_path` URL download may take in all (redirects included), besides the per-read
+    timeout; past it the request answers 400 naming this variable."""
+    child_env: Annotated[CsvList, AfterValidator(_check_child_env)] = ()
+    """Variables of talkies' environment passed to `process` engines' servers on top of the built-in
+    allow-list (PATH, HOME, locale, the CUDA / Hugging Face ones): names, or `PREFIX*`. talkies' secrets
+    (TALKIES_AUTH_TOKEN) are refused."""
 
     # --- VAD slicing -------------------------------------------------------------------------------
     vad_chunk_threshold: Duration = Field(30.0, gt=0)
@@ -257,6 +277,14 @@ class Settings(BaseSettings):
     def upload_tmp_dir(self) -> Path:
         """Multipart uploads being received (removed when the request ends, and at start-up)."""
         return self.data_dir / "tmp"
+
+
+SECRET_VARIABLES = frozenset(
+    f"TALKIES_{name.upper()}"
+    for name, field in Settings.model_fields.items()
+    if field.annotation is SecretStr
+)
+"""The variables of secret settings: never handed to a child server (`TALKIES_CHILD_ENV` refuses them)."""
 
 
 def _describe(error: Any) -> str:

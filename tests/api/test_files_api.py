@@ -94,10 +94,12 @@ async def _call(
     raw_path: bytes,
     messages: list[dict[str, Any]],
     fail_with: Exception | None = None,
+    path: str | None = None,
 ) -> int:
     """Drive the ASGI app directly: a raw, un-normalised path and a scripted body. Once the script is
     spent, `receive` raises `fail_with` (a broken transport) or reports a client disconnect. Messages are
-    consumed from `messages` itself, so a caller can see how much of the body was read."""
+    consumed from `messages` itself, so a caller can see how much of the body was read. `path`: the
+    decoded path a server would give with `raw_path` (default: the raw bytes as they are)."""
     script = messages
     sent: list[dict[str, Any]] = []
 
@@ -117,7 +119,7 @@ async def _call(
         "http_version": "1.1",
         "method": method,
         "scheme": "http",
-        "path": raw_path.decode("latin-1"),
+        "path": raw_path.decode("latin-1") if path is None else path,
         "raw_path": raw_path,
         "query_string": b"",
         "root_path": "",
@@ -151,6 +153,19 @@ async def test_hostile_raw_paths_are_400(app: FastAPI, raw_path: bytes) -> None:
     assert await _call(app, "GET", raw_path, []) == 400
     assert await _call(app, "DELETE", raw_path, []) == 400
     assert list(files_root(app).iterdir()) == []
+
+
+async def test_staging_name_comes_after_the_routes_own_prefix(app: FastAPI) -> None:
+    """`PUT /v1/%66iles/a/v1/files/b` names `a/v1/files/b`: the name is what follows the prefix the route
+    matched, not whatever follows the first `/v1/files/` anywhere in the raw path."""
+    raw, decoded = b"/v1/%66iles/a/v1/files/b", "/v1/files/a/v1/files/b"
+    body = [{"type": "http.request", "body": b"data", "more_body": False}]
+    assert await _call(app, "PUT", raw, body, path=decoded) == 201
+    stored = sorted(str(p.relative_to(files_root(app))) for p in files_root(app).rglob("*") if p.is_file())
+    assert stored == ["a/v1/files/b"]
+    assert await _call(app, "GET", raw, [], path=decoded) == 200
+    assert await _call(app, "DELETE", raw, [], path=decoded) == 200
+    assert not (files_root(app) / "a").exists()
 
 
 async def test_client_disconnect_mid_upload_leaves_nothing(app: FastAPI) -> None:

@@ -110,7 +110,12 @@ async def test_healthz_reports_failed_loads(make_settings: Any, fake_factory: Fa
             async with app.state.pool.acquire("asr-a"):
                 pass
         health = (await client.get("/healthz")).json()
-    assert "bad snapshot" in health["failed"]["asr-a"]
+        ps = (await client.get("/api/ps")).json()
+        card = (await client.get("/v1/models/asr-a")).json()
+    assert health["failed"] == ["asr-a"]  # the name only: the reason may quote a child's output
+    assert "bad snapshot" not in str(health)
+    assert "bad snapshot" in ps["failed"]["asr-a"]
+    assert "bad snapshot" in card["load_error"]
 
 
 async def test_unexpected_exception_is_a_json_500_with_request_id(

@@ -93,6 +93,8 @@ def outer(tmp_path: Path) -> Callable[..., contextlib.AbstractContextManager[str
         settings.setdefault("data_dir", tmp_path / "outer-data")
         settings.setdefault("sweeper_interval", 0)
         settings.setdefault("device", "cpu")
+        # Children see an allow-listed environment: pass the session's mark (and this checkout's code)
+        settings.setdefault("child_env", (CHILD_MARK, "PYTHONPATH"))
         app = create_app(load_settings(**settings))
         with serve(app) as url:
             yield url

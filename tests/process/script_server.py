@@ -11,7 +11,8 @@ Answers: POST /v1/audio/transcriptions and /translations -> JSON with the `model
 length and sha256 and its content type; POST /v1/audio/speech -> the JSON it received back in the
 `x-received` header (base64), then `chunks` x `chunk_bytes` bytes sent with `gap` seconds between them
 (streamed, chunked); input "fail please" -> 500 "boom from upstream"; GET /v1/audio/voices -> the
-`model` query; GET /info -> argv, pid and the TEST_* environment.
+`model` query and the request's headers (answered with a Connection-listed header and an x-request-id
+of its own); GET /info -> argv, pid and the TEST_* environment.
 """
 
 from __future__ import annotations
@@ -68,7 +69,12 @@ class Handler(BaseHTTPRequestHandler):
             else:
                 self._json(200, {"status": "ok"})
         elif url.path == "/v1/audio/voices":
-            self._json(200, {"voices": [{"voice": "stand-in"}], "model": parse_qs(url.query).get("model")})
+            # The request's headers come back in the body; the answer carries a hop-by-hop header of its own
+            # (named in Connection) and an x-request-id, which the proxy must not pass on.
+            received = [[k.lower(), v] for k, v in self.headers.items()]
+            body = {"voices": [{"voice": "stand-in"}], "model": parse_qs(url.query).get("model")}
+            extra = {"connection": "x-upstream-hop", "x-upstream-hop": "hop", "x-request-id": "upstream-id"}
+            self._json(200, {**body, "headers": received}, {**extra, "x-upstream-kept": "kept"})
         elif url.path == "/info":
             env = {k: v for k, v in os.environ.items() if k.startswith("TEST_")}
             self._json(200, {"argv": sys.argv, "pid": os.getpid(), "env": env})

@@ -19,7 +19,7 @@ import pytest
 
 from talkies.errors import DownloadError, InvalidPathError, StagedFileNotFoundError
 from talkies.netpolicy import UrlAllowlist
-from talkies.services.downloads import Downloader, cache_name, refusal_reason, resolve_file_path
+from talkies.services.downloads import Downloader, cache_name, refusal_reason, using_file_path
 from talkies.services.files import FileStore
 
 pytestmark = pytest.mark.anyio
@@ -49,6 +49,17 @@ class _Handler(BaseHTTPRequestHandler):
         elif path == "/stall":
             time.sleep(1.5)
             self._send(200, CLIP)
+        elif path == "/trickle":
+            self.send_response(200)
+            self.send_header("Content-Length", "100000")
+            self.end_headers()
+            for _ in range(1200):  # a byte every 50 ms, for at most a minute
+                try:
+                    self.wfile.write(b"t")
+                    self.wfile.flush()
+                except OSError:
+                    return
+                time.sleep(0.05)
         elif path == "/slow.wav":
             time.sleep(0.4)
             self._send(200, CLIP)
@@ -365,20 +376,34 @@ def test_refusal_table() -> None:
     assert refusal_reason(ipaddress.ip_address("2606:2800:220:1::1"), block_private=True) is None
 
 
-async def test_resolve_file_path(
+async def test_using_file_path(
     server: _Server, store: FileStore, backend: RecordingBackend, tmp_path: Path
 ) -> None:
     downloads = _downloader(FileStore(tmp_path / "url-cache", max_upload_bytes=1000), backend)
     store.put_bytes_sync("staged/clip.wav", b"RIFF")
-    assert await resolve_file_path("staged/clip.wav", files=store, downloads=downloads) == (
-        store.root / "staged" / "clip.wav"
-    )
+    async with using_file_path("staged/clip.wav", files=store, downloads=downloads) as path:
+        assert path == store.root / "staged" / "clip.wav"
     with pytest.raises(StagedFileNotFoundError):
-        await resolve_file_path("staged/missing.wav", files=store, downloads=downloads)
+        async with using_file_path("staged/missing.wav", files=store, downloads=downloads):
+            pass
     with pytest.raises(InvalidPathError):
-        await resolve_file_path("../etc/passwd", files=store, downloads=downloads)
+        async with using_file_path("../etc/passwd", files=store, downloads=downloads):
+            pass
     url = f"{server.base}/clip.wav"
-    assert (await resolve_file_path(url, files=store, downloads=downloads)).read_bytes() == CLIP
+    async with using_file_path(url, files=store, downloads=downloads) as path:
+        assert path.read_bytes() == CLIP
+
+
+async def test_total_deadline_ends_a_trickling_download(
+    server: _Server, store: FileStore, backend: RecordingBackend
+) -> None:
+    """Each read gets a byte well within the per-read timeout; only the total deadline ends it."""
+    downloads = _downloader(store, backend, read_timeout=30, total_timeout=1.0)
+    with pytest.raises(DownloadError, match=r"did not finish within 1 s \(TALKIES_DOWNLOAD_TIMEOUT\)"):
+        await downloads.fetch(f"{server.base}/trickle")
+    assert server.hits["/trickle"] == 1
+    assert _download_files(store) == []  # the partial body is gone
+    assert downloads.fetches(f"{server.base}/trickle") == 0
 
 
 @pytest.fixture(scope="module")

@@ -285,3 +285,32 @@ def test_a_snapshot_laid_out_by_hand_counts_as_present(tmp_path: Path) -> None:
     (model_dir / PULL_RECORD).write_text(json.dumps({"files": {"model.bin": {"size": 99}}}))
     assert not snapshot_present(model_dir)
     assert check_snapshot(model_dir).missing == ["model.bin"]
+
+
+def test_check_holds_a_hand_laid_snapshot_to_what_its_executor_needs(tmp_path: Path, hub: FakeHub) -> None:
+    env = _env(tmp_path, hub)
+    env["HF_ENDPOINT"] = "http://127.0.0.1:9"  # --check never asks the hub
+    model_dir = tmp_path / "data" / "models" / "tiny"
+    model_dir.mkdir(parents=True)
+    (model_dir / "model.bin").write_bytes(b"8 bytes!")
+    one_file = _talkies(env, "pull", "--check", "tiny")
+    assert one_file.returncode == 1, one_file.stdout + one_file.stderr
+    assert (
+        "tiny: incomplete (laid out by hand, 1 files): missing config.json, tokenizer.json, vocabulary.*"
+        in (one_file.stdout)
+    )
+    assert "unverified" not in one_file.stdout
+    assert "talkies: incomplete: tiny" in one_file.stderr
+    assert not snapshot_present(model_dir, ("config.json", "model.bin"))
+    for name in ("config.json", "tokenizer.json", "vocabulary.json"):
+        (model_dir / name).write_text("{}")
+    complete = _talkies(env, "pull", "--check", "tiny")
+    assert complete.returncode == 0, complete.stdout + complete.stderr
+    assert "tiny: unverified (laid out by hand, 4 files" in complete.stdout
+    assert not (model_dir / COMPLETE_MARKER).exists()  # accepted as it is: no marker, no pull record
+    assert not (model_dir / PULL_RECORD).exists()
+    models = _talkies(env, "models")
+    assert models.returncode == 0
+    assert "snapshot not pulled yet" not in next(
+        line for line in models.stdout.splitlines() if "tiny" in line
+    )

@@ -32,7 +32,7 @@ from talkies.errors import ConfigError
 from talkies.netpolicy import HostPolicy, UrlAllowlist
 from talkies.pool import Clock, EngineFactory, ModelPool
 from talkies.registry import Registry, default_models_file, load_registry
-from talkies.services.downloads import Downloader, resolve_file_path
+from talkies.services.downloads import Downloader, using_file_path
 from talkies.services.files import FileStore, retire_legacy_url_cache
 from talkies.services.proxy import ProxyService
 from talkies.services.speech import SpeechService
@@ -148,14 +148,15 @@ def create_app(
             cache_bytes=settings.download_cache_bytes,
             block_private=settings.block_private_downloads,
             allowlist=UrlAllowlist.parse(settings.url_allowlist),
+            total_timeout=settings.download_timeout,
         )
         if not settings.block_private_downloads:
             log.warning(
                 "TALKIES_BLOCK_PRIVATE_DOWNLOADS=false: file_path URLs may reach private and loopback "
                 "addresses (only link-local and cloud metadata stay refused)"
             )
-        app.state.resolve_file_path = functools.partial(
-            resolve_file_path, files=app.state.files, downloads=app.state.downloads
+        app.state.use_file_path = functools.partial(
+            using_file_path, files=app.state.files, downloads=app.state.downloads
         )
         log.info(
             "talkies %s: %d models from %s on %s, data in %s",

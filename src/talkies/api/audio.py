@@ -7,6 +7,7 @@ reading), then validated with a pydantic model so a wrong type answers FastAPI's
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar, cast
@@ -74,6 +75,7 @@ class TranscriptionForm(AudioForm):
 
 
 FormT = TypeVar("FormT", bound=AudioForm)
+T = TypeVar("T")
 
 
 def parse_audio_form(form: ReceivedForm, model: type[FormT]) -> FormT:
@@ -116,24 +118,25 @@ def check_single_source(form: ReceivedForm, fields: AudioForm) -> None:
         raise BadRequestError("send either 'file' or 'file_path', not both", param="file")
 
 
-async def audio_source(request: Request, form: ReceivedForm, fields: AudioForm) -> Path:
-    """The audio file on disk: the upload, or what `file_path` names (staged path or URL)."""
+async def on_audio(
+    request: Request, form: ReceivedForm, fields: AudioForm, work: Callable[[Path], Awaitable[T]]
+) -> T:
+    """`work(path)` on the audio file: the upload, or what `file_path` names (a staged path, or a URL
+    fetched here and leased from the download cache until `work` returns, so another request's download
+    cannot evict it in between). Await it inside `cancel_on_disconnect`: a hang-up then cancels the
+    fetch too, and a wait behind another request's download of the same URL."""
     upload = form.files.get("file")
     if upload is not None:
-        return upload.path
-    if fields.file_path:
-        return await resolve_file_path(request, fields.file_path)
-    raise BadRequestError("no audio: send a 'file' (or a 'file_path')", param="file")
-
-
-async def resolve_file_path(request: Request, file_path: str) -> Path:
-    """Where `file_path` (a staged /v1/files path or a URL) lives on disk.
-
-    An app that serves `/v1/files` puts a resolver on `app.state.resolve_file_path`."""
-    resolver = getattr(request.app.state, "resolve_file_path", None)
-    if resolver is None:
+        return await work(upload.path)
+    if not fields.file_path:
+        raise BadRequestError("no audio: send a 'file' (or a 'file_path')", param="file")
+    # An app that serves `/v1/files` puts `using_file_path` on app.state.
+    use_file_path = getattr(request.app.state, "use_file_path", None)
+    if use_file_path is None:
         raise BadRequestError("file_path is not supported by this server; upload a 'file'", param="file_path")
-    return cast(Path, await resolver(file_path))
+    source = cast(AbstractAsyncContextManager[Path], use_file_path(fields.file_path))
+    async with source as path:
+        return await work(path)
 
 
 def multipart_form_doc(**extra_properties: Any) -> dict[str, Any]:
@@ -199,11 +202,14 @@ async def create_transcription(
             speaker_names=extra.speaker_names,
         )
         service.validate(options)
-        path = await audio_source(request, form, fields)
         if extra.stream:
-            events = await cancel_on_disconnect(request, open_transcript_stream(service, path, options))
+            opened = on_audio(
+                request, form, fields, lambda path: open_transcript_stream(service, path, options)
+            )
+            events = await cancel_on_disconnect(request, opened)
             return sse_response(events)  # the upload is not needed any more: the audio is decoded
-        transcript = await cancel_on_disconnect(request, service.transcribe_file(path, options))
+        done = on_audio(request, form, fields, lambda path: service.transcribe_file(path, options))
+        transcript = await cancel_on_disconnect(request, done)
     return Response(transcript.body, media_type=transcript.content_type)
 
 

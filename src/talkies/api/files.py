@@ -39,14 +39,23 @@ register_url_convertor("stagedpath", _AnyPath())
 
 def _staged_path(request: Request, path: str) -> str:
     """The path as the client sent it: decoded from the raw request path, so bytes that are not UTF-8 reach
-    the staging-name rule as such instead of as the U+FFFD the server's own decoding would make of them."""
+    the staging-name rule as such instead of as the U+FFFD the server's own decoding would make of them.
+
+    The name is what follows the route's own prefix: the shortest run of raw segments from the start that
+    decodes to (root path +) `/v1/files`, however it was spelled (`/v1/%66iles/...`). A `/v1/files/`
+    further on is part of the name."""
     raw = request.scope.get("raw_path")
-    if isinstance(raw, bytes):
-        raw = raw.split(b"?", 1)[0]
-        at = raw.find(PREFIX.encode() + b"/")
-        if at >= 0:
-            return decode_raw_path(raw[at + len(PREFIX) + 1 :])
-    return path
+    if not isinstance(raw, bytes):
+        return path
+    raw = raw.split(b"?", 1)[0]
+    prefix = request.scope.get("root_path", "") + PREFIX
+    longest = 3 * len(prefix.encode("utf-8"))  # the prefix with every byte percent-encoded
+    at = raw.find(b"/", 1)
+    while 0 < at <= longest:
+        if decode_raw_path(raw[:at]) == prefix:
+            return decode_raw_path(raw[at + 1 :])
+        at = raw.find(b"/", at + 1)
+    return path  # the prefix was spelled with an encoded slash: the server's own decoding is all there is
 
 
 def _declared_length(request: Request) -> int | None:

@@ -22,6 +22,7 @@ from fastapi import FastAPI
 from starlette.routing import Route
 
 from talkies.api.errors import status_for
+from talkies.api.mcp_limits import BodyLimit, body_limit
 from talkies.errors import BadRequestError, PayloadTooLargeError, TalkiesError
 from talkies.netpolicy import HostPolicy
 from talkies.pool import ModelPool
@@ -298,16 +299,21 @@ class McpEndpoint:
         # Stateless + JSON: every POST is self-contained. The transport's own Host / Origin checks use the
         # same list as the app's guard (HostOriginGuard), which runs first.
         self.security = mcp_transport_security(hosts, cors_origins)
+        # The body limit follows the upload cap (put_file's content is base64); over it, BodyLimit answers
+        # a tool error naming the limit instead of the SDK's bare 413.
+        max_upload = app.state.settings.max_upload_bytes
         self.server.streamable_http_app(
             streamable_http_path=MCP_PATH,
             stateless_http=True,
             json_response=True,
             transport_security=self.security,
+            max_request_body_size=body_limit(max_upload),
         )
         self.session_manager: StreamableHTTPSessionManager = self.server.session_manager
+        self._asgi = BodyLimit(self.session_manager.asgi_app, max_upload)
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        await self.session_manager.asgi_app(scope, receive, send)
+        await self._asgi(scope, receive, send)
 
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[None]:

@@ -40,6 +40,7 @@ from talkies.api.proxy_bodies import (
     replace_form_model,
     replace_json_model,
 )
+from talkies.api.proxy_headers import request_headers, response_headers
 from talkies.api.uploads import FORM_OVERHEAD_BYTES, too_large
 from talkies.errors import BadRequestError, ClientDisconnectedError, TalkiesError
 from talkies.registry import ModelSpec
@@ -65,21 +66,6 @@ SPILL_BYTES = 1024 * 1024
 KEEP_TAIL_BYTES = 256 * 1024
 """Bytes of a form read while looking for `model` kept in memory; older ones go to a temporary file."""
 ERROR_EXCERPT_BYTES = 16 * 1024
-HOP_BY_HOP = frozenset(
-    {
-        b"connection",
-        b"keep-alive",
-        b"proxy-authenticate",
-        b"proxy-authorization",
-        b"te",
-        b"trailer",
-        b"transfer-encoding",
-        b"upgrade",
-        b"host",
-        b"content-length",
-        b"expect",
-    }
-)
 
 
 class _Prefix:
@@ -305,14 +291,13 @@ async def _form_body(
 
 
 def _request_headers(scope: Scope, proxy: ProxyService, length: int | None) -> list[tuple[bytes, bytes]]:
-    drop = HOP_BY_HOP | ({b"authorization"} if proxy.settings.auth_tokens else frozenset())
-    headers = [(k, v) for k, v in scope["headers"] if k.lower() not in drop]
-    if length is not None:
-        headers.append((b"content-length", str(length).encode()))
     request_id = scope.get("state", {}).get("request_id")
-    if request_id and not any(k.lower() == b"x-request-id" for k, _ in headers):
-        headers.append((b"x-request-id", str(request_id).encode()))
-    return headers
+    return request_headers(
+        scope["headers"],
+        strip_auth=bool(proxy.settings.auth_tokens),
+        length=length,
+        request_id=str(request_id) if request_id else None,
+    )
 
 
 async def _forward(
@@ -381,9 +366,8 @@ async def _exchange(
             {
                 "type": "http.response.start",
                 "status": head.status,
-                "headers": [
-                    (k, v) for k, v in head.headers if k.lower() not in HOP_BY_HOP - {b"content-length"}
-                ],
+                # our RequestContextMiddleware adds our x-request-id: the client gets one
+                "headers": response_headers(head.headers),
             }
         )
         async for chunk in stream:

@@ -143,6 +143,8 @@ class ModelCard(BaseModel):
     loaded: bool
     available: bool
     unavailable_reason: str | None
+    load_error: str | None = None
+    """Why its last load failed (a child server's last output lines included); null when it did not."""
 
 
 class ModelList(BaseModel):

@@ -47,16 +47,19 @@ def model_card(spec: ModelSpec, pool: ModelPool) -> dict[str, Any]:
         "loaded": pool.is_loaded(spec.slug),
         "available": reason is None,
         "unavailable_reason": reason,
+        "load_error": pool.failed_loads().get(spec.slug),
     }
 
 
 @router.get("/healthz")
 async def healthz(request: Request, registry: RegistryDep, pool: PoolDep) -> dict[str, Any]:
+    """Liveness, open to anyone who reaches the port: failed models by name only. Why they failed (a
+    child server's own output may carry secrets) is behind auth: /api/ps and /v1/models/{id}."""
     return {
         "ok": True,
         "device": pool.device,
         "models": list(registry.models),
-        "failed": pool.failed_loads(),
+        "failed": sorted(pool.failed_loads()),
     }
 
 
@@ -113,7 +116,7 @@ async def get_model(model_id: str, pool: PoolDep) -> dict[str, Any]:
 
 @router.get("/api/ps", responses=errors(GUARDED))
 async def ps(pool: PoolDep) -> dict[str, Any]:
-    return {"models": pool.ps(), "memory": pool.memory_summary()}
+    return {"models": pool.ps(), "memory": pool.memory_summary(), "failed": pool.failed_loads()}
 
 
 @router.post("/api/ps/{model_id:path}", responses=errors(WRITE_GUARDED, RUNS_MODEL, 422))

@@ -16,10 +16,10 @@ from fastapi import APIRouter, Depends, Request, Response
 from talkies.api.audio import (
     TRANSCRIPT_ANSWERS,
     AudioForm,
-    audio_source,
     check_single_source,
     get_transcription_service,
     multipart_form_doc,
+    on_audio,
     parse_audio_form,
     receive_audio_form,
 )
@@ -69,6 +69,6 @@ async def create_translation(request: Request, settings: SettingsDep, service: T
             temperature=fields.temperature,
         )
         options = await anyio.to_thread.run_sync(service.validate, asked)  # may read the snapshot
-        path = await audio_source(request, form, fields)
-        transcript = await cancel_on_disconnect(request, service.translate_file(path, options))
+        done = on_audio(request, form, fields, lambda path: service.translate_file(path, options))
+        transcript = await cancel_on_disconnect(request, done)
     return Response(transcript.body, media_type=transcript.content_type)

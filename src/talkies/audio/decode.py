@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
-from talkies.errors import InvalidAudioError
+from talkies.errors import AudioTooLongError, InvalidAudioError
 
 if TYPE_CHECKING:
     from av.audio.stream import AudioStream
@@ -198,8 +198,8 @@ def _demuxed_duration(container: InputContainer, stream: AudioStream) -> float:
     return float(ticks * stream.time_base) if stream.time_base is not None else 0.0
 
 
-def _too_long(seconds: float, max_seconds: float) -> InvalidAudioError:
-    return InvalidAudioError(
+def _too_long(seconds: float, max_seconds: float) -> AudioTooLongError:
+    return AudioTooLongError(
         f"audio is longer than the limit: {seconds:.1f} s > {max_seconds:g} s (set by {MAX_SECONDS_VAR})",
         param="file",
     )

@@ -7,6 +7,7 @@ without importing anything, why a model cannot run here (extra not installed, no
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import importlib.util
 from collections.abc import Callable
@@ -22,6 +23,7 @@ __all__ = [
     "engine_class",
     "isolation_for",
     "make_engine_factory",
+    "required_files",
     "snapshot_patterns",
     "unavailable_reason",
 ]
@@ -71,6 +73,20 @@ def snapshot_patterns(spec: ModelSpec) -> list[str] | None:
     return list(patterns) if patterns else None
 
 
+def required_files(spec: ModelSpec) -> tuple[str, ...]:
+    """What a snapshot of `spec` laid out by hand must hold (globs, each matching a file): the executor's
+    `required_files` in the schema, else its engine class's `required_files` attribute, else nothing."""
+    info = EXECUTORS[spec.executor]
+    if info.required_files or not info.needs_repo:
+        return info.required_files
+    try:
+        cls = engine_class(spec.executor)
+    except (LookupError, ImportError):
+        return ()
+    declared = getattr(cls, "required_files", ())
+    return tuple(declared) if isinstance(declared, tuple | list) else ()
+
+
 def create_engine(spec: ModelSpec, context: EngineContext) -> Engine:
     """Construct (not load) the engine for `spec`. Cheap: no weights, no heavy imports."""
     cls = engine_class(spec.executor)
@@ -100,6 +116,10 @@ def make_engine_factory(settings: Settings) -> Callable[[ModelSpec, EngineContex
         start_helpers()  # part of the server's idle footprint, not of the first model's
 
     def factory(spec: ModelSpec, context: EngineContext) -> Engine:
+        if spec.executor == "process":  # what of talkies' environment its server may see
+            context = dataclasses.replace(
+                context, options={**context.options, "child_env": settings.child_env}
+            )
         if isolation_for(spec, settings) == "inprocess":
             return create_engine(spec, context)
         from talkies.workers import ProcessEngine

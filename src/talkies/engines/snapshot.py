@@ -11,7 +11,10 @@ is the completion marker `.talkies-complete.json` written and the record removed
 - a snapshot with the marker is complete;
 - a snapshot with a pull record is incomplete (an interrupted pull), and never counts as present;
 - a directory with neither, but with files, was laid out by hand (a copied snapshot): it counts as present,
-  unverified, so offline users and the test fixtures keep working.
+  unverified, so offline users and the test fixtures keep working. `check_snapshot` holds it to the files
+  its executor declares it needs (`required`: glob patterns, each matching at least one file; Whisper:
+  `config.json`, `model.bin`, `tokenizer.json`, `vocabulary.*`): one that lacks any is incomplete, and the
+  missing patterns are named (a load names them too, in the engine's words).
 
 `check_snapshot()` (what `talkies pull --check` runs) compares the disk with the marker or the record and
 names what is missing or the wrong size. Engines call `ensure_snapshot()` at the start of `load()`: a
@@ -55,6 +58,7 @@ class SnapshotState:
     missing: list[str] = field(default_factory=list)  # files absent or of the wrong size
     files: int = 0
     bytes: int = 0
+    by_hand: bool = False  # no marker, no pull record: laid out by hand
 
     @property
     def present(self) -> bool:
@@ -67,11 +71,19 @@ def _content(model_dir: Path) -> list[Path]:
     return [p for p in model_dir.iterdir() if p.name not in _IGNORED]
 
 
-def snapshot_present(model_dir: Path) -> bool:
-    """Complete (marker written), or laid out by hand; never a pull that did not finish."""
+def snapshot_present(model_dir: Path, required: Sequence[str] = ()) -> bool:
+    """Complete (marker written), or laid out by hand with every `required` file; never a pull that did
+    not finish."""
     if (model_dir / COMPLETE_MARKER).is_file():
         return True
-    return not (model_dir / PULL_RECORD).exists() and bool(_content(model_dir))
+    if (model_dir / PULL_RECORD).exists() or not _content(model_dir):
+        return False
+    return not missing_required(model_dir, required)
+
+
+def missing_required(model_dir: Path, required: Sequence[str]) -> list[str]:
+    """The `required` glob patterns nothing in `model_dir` matches."""
+    return [pattern for pattern in required if not any(model_dir.glob(pattern))]
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:
@@ -82,8 +94,9 @@ def _read_json(path: Path) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
-def check_snapshot(model_dir: Path) -> SnapshotState:
-    """Compare what is on disk with what the last pull expected (sizes only: hashing is the pull's job)."""
+def check_snapshot(model_dir: Path, required: Sequence[str] = ()) -> SnapshotState:
+    """Compare what is on disk with what the last pull expected (sizes only: hashing is the pull's job); a
+    directory laid out by hand, with what its executor requires."""
     record = _read_json(model_dir / COMPLETE_MARKER)
     status = "complete"
     if record is None:
@@ -94,7 +107,14 @@ def check_snapshot(model_dir: Path) -> SnapshotState:
         if not content:
             return SnapshotState("missing")
         files = [p for p in model_dir.rglob("*") if p.is_file() and not _ignored(model_dir, p)]
-        return SnapshotState("unverified", files=len(files), bytes=sum(p.stat().st_size for p in files))
+        absent = missing_required(model_dir, required)
+        return SnapshotState(
+            "incomplete" if absent else "unverified",
+            missing=absent,
+            files=len(files),
+            bytes=sum(p.stat().st_size for p in files),
+            by_hand=True,
+        )
     missing = []
     total = 0
     expected = record.get("files", {})
@@ -272,7 +292,8 @@ def pull_dependency(repo: str) -> Path:
 def ensure_snapshot(
     slug: str, repo: str | None, model_dir: Path, *, allow_patterns: Sequence[str] | None = None
 ) -> Path:
-    """Return `model_dir`, pulling `repo` into it first when no complete snapshot is there."""
+    """Return `model_dir`, pulling `repo` into it first when no complete snapshot is there. A directory laid
+    out by hand is used as it is: the engine's load names what it lacks (`talkies pull --check` too)."""
     if snapshot_present(model_dir):
         return model_dir
     if not repo:

@@ -33,6 +33,9 @@ class ExecutorInfo:
     server_only: bool = False
     shares_weights: bool = False  # slugs on one repo share one loaded copy (never evict each other)
     snapshot_patterns: tuple[str, ...] | None = None  # repository files it reads (None: all); `talkies pull`
+    # globs a snapshot laid out by hand must match (each at least one file); () here: its engine class's
+    # `required_files`, if any (`talkies.engines.required_files`)
+    required_files: tuple[str, ...] = ()
 
 
 EXECUTORS: dict[str, ExecutorInfo] = {
@@ -45,6 +48,7 @@ EXECUTORS: dict[str, ExecutorInfo] = {
             "whisper",
             ("faster_whisper",),
             snapshot_patterns=("model.bin", "*.json", "vocabulary.*"),
+            required_files=("config.json", "model.bin", "tokenizer.json", "vocabulary.*"),
         ),
         ExecutorInfo("parakeet", "asr", "talkies.engines.nemo.parakeet:ParakeetEngine", "nemo", ("nemo",)),
         ExecutorInfo(
@@ -82,6 +86,7 @@ EXECUTORS: dict[str, ExecutorInfo] = {
             "kokoro",
             ("kokoro", "misaki", "torch"),
             snapshot_patterns=("config.json", "kokoro-v*.pth", "voices/*.pt"),
+            required_files=("config.json", "*.pth"),
         ),
         ExecutorInfo(
             "kokoro_nvidia",

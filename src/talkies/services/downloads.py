@@ -182,6 +182,7 @@ class Downloader:
         network_backend: httpcore.AsyncNetworkBackend | None = None,
         connect_timeout: float = 10.0,
         read_timeout: float = 300.0,
+        total_timeout: float = 600.0,
         max_redirects: int = 5,
         ssl_context: ssl.SSLContext | None = None,
     ) -> None:
@@ -191,6 +192,7 @@ class Downloader:
         self.block_private = block_private
         self.allowlist = allowlist or UrlAllowlist()
         self.max_redirects = max_redirects
+        self.total_timeout = total_timeout
         self._resolver = resolver
         self._backend = network_backend or httpcore.AnyIOBackend()
         self._timeouts = {
@@ -210,25 +212,42 @@ class Downloader:
         return self.cache.root
 
     async def fetch(self, url: str) -> Path:
-        """The cached copy of `url`, downloading it first when it is not cached yet."""
+        """The cached copy of `url`, downloading it first when it is not cached yet.
+
+        One fetch per URL at a time: a second caller waits for the first one's download (and is cancelled
+        like any await when its own request is). The wait and the download together end within
+        `total_timeout` (TALKIES_DOWNLOAD_TIMEOUT), however slowly the server trickles."""
         parsed = self._parse(url)
         name = cache_name(url)
         self._waiting[name] += 1
         lock = self._locks.setdefault(name, anyio.Lock())
         try:
-            async with lock:
-                cached = await anyio.to_thread.run_sync(self._touch_cached, name)
-                if cached is not None:
-                    return cached
-                await self._download(parsed, name)
-                await anyio.to_thread.run_sync(_mark_used, self.directory / name)
-                await anyio.to_thread.run_sync(self._evict, name)
-                return self.directory / name
+            with anyio.move_on_after(self.total_timeout):
+                return await self._fetch_locked(parsed, name, lock)
+            raise DownloadError(
+                f"downloading {parsed} did not finish within {self.total_timeout:g} s "
+                "(TALKIES_DOWNLOAD_TIMEOUT)",
+                param="file_path",
+            )
         finally:
             self._waiting[name] -= 1
             if self._waiting[name] <= 0:
                 del self._waiting[name]
                 self._locks.pop(name, None)
+
+    async def _fetch_locked(self, parsed: httpx.URL, name: str, lock: anyio.Lock) -> Path:
+        async with lock:
+            cached = await anyio.to_thread.run_sync(self._touch_cached, name)
+            if cached is not None:
+                return cached
+            await self._download(parsed, name)
+            await anyio.to_thread.run_sync(_mark_used, self.directory / name)
+            await anyio.to_thread.run_sync(self._evict, name)
+            return self.directory / name
+
+    def fetches(self, url: str) -> int:
+        """Fetches of `url` under way: the one downloading (or reading the cache) and those waiting for it."""
+        return self._waiting[cache_name(url)]
 
     @contextlib.asynccontextmanager
     async def lease(self, url: str) -> AsyncIterator[Path]:
@@ -401,16 +420,10 @@ def _header(headers: list[tuple[bytes, bytes]], name: bytes) -> str | None:
     return None
 
 
-async def resolve_file_path(file_path: str, *, files: FileStore, downloads: Downloader) -> Path:
-    """A transcription's `file_path`: a staged file (404 when missing) or an http(s) URL (downloaded)."""
-    if is_url(file_path):
-        return await downloads.fetch(file_path)
-    return await files.existing(file_path)
-
-
 @contextlib.asynccontextmanager
 async def using_file_path(file_path: str, *, files: FileStore, downloads: Downloader) -> AsyncIterator[Path]:
-    """`resolve_file_path`, keeping a downloaded entry safe from cache eviction until the block ends."""
+    """A transcription's `file_path`: a staged file (404 when missing) or an http(s) URL (downloaded), a
+    downloaded entry kept safe from cache eviction until the block ends (the decoder opens it twice)."""
     if is_url(file_path):
         async with downloads.lease(file_path) as path:
             yield path

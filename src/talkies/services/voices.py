@@ -19,7 +19,13 @@ from typing import Any
 import numpy as np
 
 from talkies.audio.decode import decode_audio, probe_audio
-from talkies.errors import InvalidAudioError, InvalidPathError, NotFoundError, StagedFileNotFoundError
+from talkies.errors import (
+    AudioTooLongError,
+    InvalidAudioError,
+    InvalidPathError,
+    NotFoundError,
+    StagedFileNotFoundError,
+)
 from talkies.services.files import FileStore, split_path
 from talkies.settings import Settings
 
@@ -60,17 +66,20 @@ class VoiceService:
             )
         try:
             declared = probe_audio(audio).duration
-            # a header that says "far too long" is refused before decoding; otherwise the samples decide
-            pcm = decode_audio(audio, sample_rate=VOICE_RATE) if declared <= 2 * MAX_SECONDS else None
+            # A header that says "far too long" is refused before decoding; otherwise the samples decide,
+            # and decoding stops at the limit: a header that under-states the length gains nothing.
+            pcm = (
+                decode_audio(audio, sample_rate=VOICE_RATE, max_seconds=MAX_SECONDS)
+                if declared <= 2 * MAX_SECONDS
+                else None
+            )
+        except AudioTooLongError:
+            raise _wrong_length(f"is longer than {MAX_SECONDS:.0f} s (decoding stopped there)") from None
         except InvalidAudioError as exc:
             raise InvalidAudioError(f"audio_sample: {exc.message}", param="audio_sample") from None
         seconds = declared if pcm is None else len(pcm) / VOICE_RATE
         if pcm is None or not MIN_SECONDS <= seconds <= MAX_SECONDS:
-            raise InvalidAudioError(
-                f"audio_sample lasts {seconds:.1f} s; a reference voice needs "
-                f"{MIN_SECONDS:.0f}-{MAX_SECONDS:.0f} s of one speaker's clean speech (10-30 s works best)",
-                param="audio_sample",
-            )
+            raise _wrong_length(f"lasts {seconds:.1f} s")
         if not np.any(np.abs(pcm) > 1e-4):
             raise InvalidAudioError("audio_sample is silent", param="audio_sample")
         store = self.store
@@ -100,6 +109,14 @@ class VoiceService:
     def _remove(self, path: str) -> None:
         with contextlib.suppress(StagedFileNotFoundError):
             self.store.delete_sync(path)
+
+
+def _wrong_length(what: str) -> InvalidAudioError:
+    return InvalidAudioError(
+        f"audio_sample {what}; a reference voice needs {MIN_SECONDS:.0f}-{MAX_SECONDS:.0f} s of one "
+        "speaker's clean speech (10-30 s works best)",
+        param="audio_sample",
+    )
 
 
 def check_name(name: str) -> str:

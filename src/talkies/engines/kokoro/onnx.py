@@ -46,6 +46,8 @@ _PUNCTUATION = ".!?;:,"
 
 
 class KokoroOnnxEngine(KokoroBase):
+    required_files = ("*.onnx",)  # what `talkies pull --check` asks of a snapshot laid out by hand
+
     def __init__(self, spec: ModelSpec, context: EngineContext) -> None:
         super().__init__(spec, context)
         self._session: Any = None

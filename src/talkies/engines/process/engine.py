@@ -1,7 +1,8 @@
 """The `process` executor: an external speech server (whisper.cpp's server, Kokoro-FastAPI, a container,
 another talkies...) run as a managed child, the way llama-swap runs one.
 
-`load()` picks the port for `${PORT}`, starts the command (`talkies.engines.process.child`) and polls
+`load()` picks the port for `${PORT}`, starts the command (`talkies.engines.process.child`) with an
+allow-listed environment (`talkies.engines.process.environment`: never talkies' secrets) and polls
 `checkEndpoint` on the `proxy` URL until it answers 200 (`none` skips the check): the load fails if
 the child exits first or `healthCheckTimeout` passes, and the error carries the child's last output
 lines. `unload()` runs `cmdStop` (with `${PID}`) or sends SIGTERM, then SIGKILL after `unloadTimeout`.
@@ -13,7 +14,6 @@ registered with `set_exit_listener` (the pool marks the model unloaded).
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable
@@ -23,6 +23,7 @@ import httpx
 from talkies.engines.base import EngineContext
 from talkies.engines.process.child import Child, ChildStartError
 from talkies.engines.process.command import expand_runtime, free_port, split_command, uses_port
+from talkies.engines.process.environment import child_environment
 from talkies.errors import ModelLoadError
 from talkies.registry.schema import (
     DEFAULT_CHECK_ENDPOINT,
@@ -55,6 +56,9 @@ class ExternalProcessEngine:
         self.base_url = ""
         self._exit_listener: Callable[[int], None] | None = None
         self._start_port = context.options.get("start_port")
+        passed = context.options.get("child_env", ())
+        self._child_env: tuple[str, ...] = tuple(passed) if isinstance(passed, tuple | list) else ()
+        self._env: dict[str, str] = {}
 
     # --- what the proxy reads ------------------------------------------------------------------------
 
@@ -95,10 +99,9 @@ class ExternalProcessEngine:
         self.port = port
         argv = [expand_runtime(part, port=port) for part in split_command(spec.cmd)]
         self.base_url = expand_runtime(spec.proxy or DEFAULT_PROXY, port=port).rstrip("/")
-        env = dict(os.environ)
-        for entry in spec.env:
-            key, _, value = expand_runtime(entry, port=port).partition("=")
-            env[key] = value
+        pairs = [expand_runtime(entry, port=port).partition("=") for entry in spec.env]
+        env = child_environment([(key, value) for key, _, value in pairs], self._child_env)
+        self._env = env
         grace = spec.unload_timeout if spec.unload_timeout is not None else DEFAULT_UNLOAD_TIMEOUT
         try:
             self.child = Child(spec.slug, argv, env, grace=grace, on_exit=self._exited)
@@ -177,5 +180,5 @@ class ExternalProcessEngine:
             stop_argv = [
                 expand_runtime(p, port=self.port, pid=child.pid) for p in split_command(self.spec.cmd_stop)
             ]
-        child.stop(stop_argv)
+        child.stop(stop_argv, self._env)
         self._release_port()
