@@ -33,9 +33,13 @@ class PullCollector(Collector):
         pulled = CounterMetricFamily(
             "talkies_model_pull_bytes", "Bytes of model snapshots downloaded", labels=["model"]
         )
-        running = GaugeMetricFamily("talkies_model_pull_in_progress", "1 while the model is pulled", labels=["model"])
+        running = GaugeMetricFamily(
+            "talkies_model_pull_in_progress", "1 while the model is pulled", labels=["model"]
+        )
         completed = GaugeMetricFamily(
-            "talkies_model_pull_completed_bytes", "Bytes of the pull in flight on disk so far", labels=["model"]
+            "talkies_model_pull_completed_bytes",
+            "Bytes of the pull in flight on disk so far",
+            labels=["model"],
         )
         total = GaugeMetricFamily(
             "talkies_model_pull_total_bytes", "Bytes the pull in flight fetches in all", labels=["model"]

@@ -58,10 +58,13 @@ _PULL_RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {
         "description": "NDJSON progress lines (Ollama's shape), ending with `success` or an `error` line; "
         "with `stream: false`, the last line only, as JSON",
-        "content": {NDJSON: {"schema": {"type": "string"}}, "application/json": {"schema": {"type": "object"}}},
+        "content": {
+            NDJSON: {"schema": {"type": "string"}},
+            "application/json": {"schema": {"type": "object"}},
+        },
     },
     404: {
-        "description": "No such model: one NDJSON line `{\"error\": ...}`",
+        "description": 'No such model: one NDJSON line `{"error": ...}`',
         "content": {NDJSON: {"schema": {"type": "string"}}},
     },
 }

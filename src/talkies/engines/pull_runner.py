@@ -63,7 +63,12 @@ def main(argv: list[str] | None = None) -> int:
     lines = ThrottledLines(sys.stdout)
     try:
         pull_snapshot(
-            args.slug, args.repo, args.dir, allow_patterns=args.pattern or None, progress=False, on_progress=lines
+            args.slug,
+            args.repo,
+            args.dir,
+            allow_patterns=args.pattern or None,
+            progress=False,
+            on_progress=lines,
         )
         for dependency in args.dependency:
             lines({"status": f"pulling dependency {dependency}"})
