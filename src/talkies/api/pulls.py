@@ -54,7 +54,7 @@ class PullBody(BaseModel):
 
 
 _PULL_RESPONSES: dict[int | str, dict[str, Any]] = {
-    **errors(WRITE_GUARDED, 422),
+    **errors(WRITE_GUARDED, 400, 422),
     200: {
         "description": "NDJSON progress lines (Ollama's shape), ending with `success` or an `error` line; "
         "with `stream: false`, the last line only, as JSON",
