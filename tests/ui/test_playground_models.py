@@ -6,6 +6,7 @@ the audio. Every test also holds the page to no console errors and no request be
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -195,4 +196,63 @@ def test_transcript_segment_regions_seek_the_audio(browser: Any, tmp_path: Path)
         )
         _shot(page, "transcript-waveform")
     assert errors == []
+    _only_local(base, requests)
+
+
+def test_models_tab_shows_a_pull_another_client_started(browser: Any, tmp_path: Path, hub: FakeHub) -> None:
+    """Nobody clicks Refresh: the tab polls itself, shows the other client's download, then the result."""
+    pytest.importorskip("faster_whisper")
+    registry = write_registry(
+        tmp_path / "models.json",
+        {"tiny": {"executor": "whisper", "repo": REPO}, "espeak-ng": {"executor": "espeak"}},
+    )
+    hub.pause_after = BIG // 4
+    with _server(tmp_path, registry) as base, _page(browser, f"{base}/") as (page, errors, requests):
+        page.click("#tab-models")
+        row = page.locator("#models-table tr[data-model='tiny']")
+        sync_api.expect(row.get_by_role("button", name="Download tiny")).to_be_visible()
+        other = threading.Thread(
+            target=lambda: httpx.post(
+                f"{base}/api/pull", json={"model": "tiny"}, timeout=300
+            ).raise_for_status()
+        )
+        other.start()
+        try:
+            assert hub.paused.wait(120), "model.bin's transfer never started"
+            sync_api.expect(row.locator("progress")).to_be_visible(timeout=TIMEOUT_MS)
+        finally:
+            hub.resume.set()
+            other.join(300)
+        sync_api.expect(page.get_by_role("button", name="Load tiny")).to_be_visible(timeout=TIMEOUT_MS)
+        sync_api.expect(row.locator("progress")).to_have_count(0)
+    assert errors == []
+    _only_local(base, requests)
+
+
+def test_a_first_use_shows_its_download_progress(browser: Any, tmp_path: Path, hub: FakeHub) -> None:
+    """Transcribing with a model not on disk yet: the status line follows the download the request started."""
+    pytest.importorskip("faster_whisper")
+    registry = write_registry(
+        tmp_path / "models.json",
+        {"tiny": {"executor": "whisper", "repo": REPO}, "espeak-ng": {"executor": "espeak"}},
+    )
+    wav = write_wav(tmp_path / "a.wav", [np.concatenate([speak(SENTENCE_A), silence(0.3)])])
+    hub.pause_after = BIG // 4
+    with _server(tmp_path, registry) as base, _page(browser, f"{base}/") as (page, errors, requests):
+        sync_api.expect(page.locator("#asr-model")).to_have_value("tiny")
+        page.set_input_files("#audio-file", str(wav))
+        page.click("#transcribe")
+        try:
+            assert hub.paused.wait(120), "the first use did not start a download"
+            sync_api.expect(page.locator("#status")).to_contain_text(
+                "downloading tiny first", timeout=TIMEOUT_MS
+            )
+            _shot(page, "first-use-download")
+        finally:
+            hub.resume.set()
+        # The fake hub's weights are random bytes: once downloaded, the load fails and says so.
+        sync_api.expect(page.locator("#status")).to_contain_text("Transcription failed", timeout=TIMEOUT_MS)
+        assert httpx.get(f"{base}/v1/models/tiny").json()["installed"] is True
+    assert hub.gets["model.bin"] == 1
+    assert [e for e in errors if "503" not in e] == []  # the failed load's 503 is the only console error
     _only_local(base, requests)

@@ -277,12 +277,17 @@ function showProgress() {
   showModelNote("tts-model");
 }
 
-// While loads or downloads run, the Models tab polls itself (once a second, only while it is shown).
+// The Models tab polls itself while it is shown: every second while loads or downloads run (this page's,
+// another client's, a request's first use), every few seconds otherwise, to notice new ones.
+const REFRESH_BUSY_MS = 1000;
+const REFRESH_IDLE_MS = 5000;
+
 function scheduleRefresh(busy) {
   clearTimeout(refreshTimer);
   refreshTimer = null;
-  if (busy && !$("view-models").hidden) {
-    refreshTimer = setTimeout(() => refreshModels().catch((err) => status(err.message, true)), 1000);
+  if (!$("view-models").hidden) {
+    const delay = busy ? REFRESH_BUSY_MS : REFRESH_IDLE_MS;
+    refreshTimer = setTimeout(() => refreshModels().catch((err) => status(err.message, true)), delay);
   }
 }
 
