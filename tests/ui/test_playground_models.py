@@ -256,3 +256,30 @@ def test_a_first_use_shows_its_download_progress(browser: Any, tmp_path: Path, h
     assert hub.gets["model.bin"] == 1
     assert [e for e in errors if "503" not in e] == []  # the failed load's 503 is the only console error
     _only_local(base, requests)
+
+
+def test_diarized_transcript_regions_are_coloured_per_speaker(browser: Any, tmp_path: Path) -> None:
+    a, b = speak(SENTENCE_A), speak(SENTENCE_A)
+    gap = silence(0.5)
+    left = np.concatenate([a, gap, np.zeros_like(b)])
+    right = np.concatenate([np.zeros_like(a), gap, b])
+    wav = write_wav(tmp_path / "stereo.wav", [left, right])
+    registry = weightfree_registry(tmp_path / "models.json")
+    with _server(tmp_path, registry) as base, _page(browser, f"{base}/") as (page, errors, requests):
+        page.set_input_files("#audio-file", str(wav))
+        page.check("#asr-diarization")
+        page.click("#transcribe")
+        page.wait_for_function("document.getElementById('status').textContent === 'Done.'")
+        regions = page.locator("#waveform .region")
+        sync_api.expect(regions.first).to_be_visible()
+        classes = page.eval_on_selector_all("#waveform .region", "rs => rs.map(r => r.className)")
+        speakers = page.eval_on_selector_all(
+            "#segments tbody tr td:nth-child(3)", "cs => cs.map(c => c.textContent)"
+        )
+        assert len(set(speakers)) == 2, speakers
+        assert {"region speaker-0", "region speaker-1"} == set(classes), classes
+        first_of_second = classes.index("region speaker-1")
+        assert speakers[first_of_second] != speakers[0]
+        _shot(page, "transcript-diarized")
+    assert errors == []
+    _only_local(base, requests)

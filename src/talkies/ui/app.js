@@ -300,6 +300,10 @@ function watchFirstUse(id, label) {
     const response = await api(`v1/models/${encodeURIComponent(id)}`);
     if (!response.ok || stopped) return;
     const card = await response.json();
+    const index = models.findIndex((m) => m.id === id);
+    if (index >= 0) models[index] = card; // the note beside the select follows the download too
+    if (card.installed) showModelChoices();
+    else showProgress();
     if (card.pull) {
       const percent = card.pull.total ? ` ${Math.floor((100 * card.pull.completed) / card.pull.total)}%` : "";
       status(`${label}: downloading ${id} first…${percent} (${size(card.pull.completed)} of ${size(card.pull.total)})`);
