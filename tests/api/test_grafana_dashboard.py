@@ -50,7 +50,8 @@ def test_the_dashboard_is_importable_json() -> None:
 
 
 async def test_every_queried_metric_exists_in_metrics(tmp_path: Path) -> None:
-    queried = {name for query in _queries(json.loads(DASHBOARD.read_text())) for name in METRIC.findall(query)}
+    queries = _queries(json.loads(DASHBOARD.read_text()))
+    queried = {name for query in queries for name in METRIC.findall(query)}
     assert len(queried) >= 10
     served: set[str] = set()
     async with asgi_client(create_app(weightfree_settings(tmp_path))) as client:
