@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -276,3 +277,15 @@ def test_a_first_use_pulls_logs_progress_and_counts(
     messages = [r.getMessage() for r in caplog.records]
     assert "pulling tiny: 100% (8.0 of 8.0 MiB)" in messages, messages
     assert any(m.startswith(("pulling tiny: 0%", "pulling tiny: 10%")) for m in messages), messages
+
+
+def test_download_bytes_becomes_the_hub_listings_size_without_a_pull(server: str, hub: FakeHub) -> None:
+    assert card(server, "tiny")["download_bytes"] == 123  # the estimate; the listing is read meanwhile
+    listed = sum(len(hub.files[name]) for name in WANTED)
+    deadline = time.monotonic() + 120
+    while (size := card(server, "tiny")["download_bytes"]) != listed:
+        assert size == 123
+        assert time.monotonic() < deadline, "the hub's listing was never read"
+        time.sleep(0.2)
+    assert hub.gets["model.bin"] == 0  # read from the listing: nothing was downloaded
+    assert card(server, "tiny")["installed"] is False

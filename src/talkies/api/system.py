@@ -104,6 +104,7 @@ async def metrics(request: Request) -> Response:
 @router.get("/v1/models", response_model=None, responses={**body(ModelList), **errors(GUARDED)})
 async def list_models(registry: RegistryDep, pool: PoolDep, pulls: PullsDep) -> dict[str, Any]:
     listed = [spec for spec in registry.models.values() if not spec.unlisted]
+    pulls.list_sizes_soon()
     return {"object": "list", "data": [model_card(spec, pool, pulls) for spec in listed]}
 
 
@@ -113,6 +114,7 @@ async def list_models(registry: RegistryDep, pool: PoolDep, pulls: PullsDep) -> 
     responses={**body(ModelCard), **errors(GUARDED, 404, 422)},
 )
 async def get_model(model_id: str, pool: PoolDep, pulls: PullsDep) -> dict[str, Any]:
+    pulls.list_sizes_soon()
     return model_card(pool.spec(model_id), pool, pulls)
 
 

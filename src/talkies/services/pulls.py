@@ -18,8 +18,10 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import shutil
 import sys
+import time
 from collections import Counter, OrderedDict
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -43,6 +45,10 @@ MAX_LINE = 1 << 20
 """A line of the runner longer than this is a broken runner, not progress."""
 LOG_STEP = 10
 """Percent of a pull between two progress lines in the server log."""
+LIST_INTERVAL = 3600.0
+"""Seconds between two readings of the hub's listings for the sizes of models not on disk."""
+LIST_TIMEOUT = 120.0
+"""Seconds one reading of the listings may take (an unreachable hub is given up on)."""
 
 
 @dataclass
@@ -103,6 +109,9 @@ class PullManager:
         self._processes: dict[str, Process] = {}
         self.finished: Counter[tuple[str, str, str]] = Counter()  # (slug, trigger, result) -> pulls
         self.bytes_pulled: Counter[str] = Counter()
+        self._listed: dict[str, int] = {}  # slug -> download size from the hub's listing
+        self._listing: asyncio.Task[None] | None = None
+        self._listed_at: float | None = None
 
     # --- state for the model list -------------------------------------------------------------------
 
@@ -117,8 +126,8 @@ class PullManager:
         return not self.needs_snapshot(spec) or snapshot_present(self.model_dir(spec))
 
     def download_bytes(self, spec: ModelSpec) -> int | None:
-        """The hub listing's size when a pull has read it (this run, or recorded on disk), else the
-        registry's estimate; 0 for a model with nothing to download."""
+        """The hub listing's size when a pull has read it (this run, or recorded on disk) or
+        `list_sizes_soon` has, else the registry's estimate; 0 for a model with nothing to download."""
         if not self.needs_snapshot(spec):
             return 0
         pull = self._pulls.get(spec.slug)
@@ -128,7 +137,47 @@ class PullManager:
             listed = _listed_bytes(self.model_dir(spec) / name)
             if listed is not None:
                 return listed
-        return spec.download_bytes
+        return self._listed.get(spec.slug, spec.download_bytes)
+
+    def list_sizes_soon(self) -> None:
+        """Read the hub's listings of the models not on disk (in the background, at most once an hour),
+        so that `download_bytes` becomes the exact size. Nothing with HF_HUB_OFFLINE set."""
+        if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
+            return
+        if self._listing is not None and not self._listing.done():
+            return
+        if self._listed_at is not None and time.monotonic() - self._listed_at < LIST_INTERVAL:
+            return
+        specs = [
+            s
+            for s in self.registry.models.values()
+            if self.needs_snapshot(s) and s.slug not in self._listed and not self.installed(s)
+        ]
+        if specs:
+            self._listed_at = time.monotonic()
+            self._listing = asyncio.create_task(self._list_sizes(specs), name="list model sizes")
+
+    async def _list_sizes(self, specs: list[ModelSpec]) -> None:
+        models = [
+            {"slug": s.slug, "repo": s.repo, "patterns": await anyio.to_thread.run_sync(snapshot_patterns, s)}
+            for s in specs
+        ]
+        argv = [self.python, "-m", "talkies.engines.pull_runner", "--list", json.dumps(models)]
+        try:
+            with anyio.fail_after(LIST_TIMEOUT):
+                done = await anyio.run_process(argv, check=False, stderr=None)
+        except TimeoutError:
+            log.info("reading the hub's listings took over %gs; the sizes stay estimates", LIST_TIMEOUT)
+            return
+        for line in done.stdout.decode(errors="replace").splitlines():
+            try:
+                answer = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(answer.get("download_bytes"), int):
+                self._listed[str(answer["slug"])] = answer["download_bytes"]
+            else:
+                log.debug("no listing for %s: %s", answer.get("slug"), answer.get("error"))
 
     def progress(self, slug: str) -> dict[str, Any] | None:
         """A pull in flight: `{"status": "pulling", "completed": bytes, "total": bytes or None}`."""
@@ -325,6 +374,8 @@ class PullManager:
             with contextlib.suppress(ProcessLookupError):
                 process.kill()
         tasks = list(self._tasks.values())
+        if self._listing is not None:
+            tasks.append(self._listing)
         for task in tasks:
             task.cancel()
         for task in tasks:
