@@ -153,7 +153,7 @@ class ModelCard(BaseModel):
     installed: bool
     """A complete snapshot is on disk, or the model has nothing to download."""
     download_bytes: int | None
-    """The snapshot's size: the hub's listing once a pull read it, else the registry's estimate."""
+    """The snapshot's size: from the hub's listing once read, else the registry's estimate."""
     pull: PullProgress | None
     """The pull in flight (`POST /api/pull` or a first use), else null."""
 
