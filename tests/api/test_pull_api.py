@@ -136,6 +136,8 @@ def test_pull_streams_progress_in_order_with_totals_that_add_up(
     again_status, again = pull(server, "tiny")  # a complete snapshot: nothing to fetch
     assert (again_status, again) == (200, [{"status": "success"}])
     assert hub.gets["model.bin"] == 1
+    once = httpx.post(f"{server}/api/pull", json={"name": "tiny", "stream": False})  # Ollama's older field
+    assert (once.status_code, once.json()) == (200, {"status": "success"})
 
     deleted = httpx.delete(f"{server}/api/models/tiny")
     assert deleted.json() == {"model": "tiny", "deleted": True}
@@ -226,6 +228,9 @@ def test_unknown_model_and_hub_errors_are_ndjson_error_lines(server: str, hub: F
     assert lines[-1].keys() == {"error"}
     assert "fetching acme/tiny-whisper failed" in lines[-1]["error"]
     assert card(server, "tiny")["installed"] is False
+    once = httpx.post(f"{server}/api/pull", json={"model": "tiny", "stream": False}, timeout=TIMEOUT)
+    assert once.status_code == 503  # not streamed: the failure is the status, with the usual error body
+    assert "fetching acme/tiny-whisper failed" in once.json()["error"]["message"]
 
     assert pull(server, "espeak-ng") == (200, [{"status": "success"}])  # weight-free: nothing to fetch
     assert card(server, "espeak-ng")["installed"] is True

@@ -18,7 +18,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, Field, model_validator
 
 from talkies.api.responses import WRITE_GUARDED, errors
-from talkies.errors import ModelNotFoundError
+from talkies.errors import EngineUnavailableError, ModelNotFoundError
 from talkies.services.pulls import PullManager
 
 router = APIRouter()
@@ -57,7 +57,7 @@ _PULL_RESPONSES: dict[int | str, dict[str, Any]] = {
     **errors(WRITE_GUARDED, 400, 422),
     200: {
         "description": "NDJSON progress lines (Ollama's shape), ending with `success` or an `error` line; "
-        "with `stream: false`, the last line only, as JSON",
+        "with `stream: false`, the last line only, as JSON (a failure is then a 503)",
         "content": {
             NDJSON: {"schema": {"type": "string"}},
             "application/json": {"schema": {"type": "object"}},
@@ -88,6 +88,8 @@ async def pull_model(body: PullBody, request: Request, pulls: PullsDep) -> Respo
         last: dict[str, Any] = {}
         async for event in lines:
             last = event
+        if "error" in last:
+            raise EngineUnavailableError(str(last["error"]))  # not streamed: the usual 503
         return JSONResponse(last)
 
     async def stream() -> AsyncIterator[bytes]:
