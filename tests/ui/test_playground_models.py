@@ -259,27 +259,37 @@ def test_a_first_use_shows_its_download_progress(browser: Any, tmp_path: Path, h
 
 
 def test_diarized_transcript_regions_are_coloured_per_speaker(browser: Any, tmp_path: Path) -> None:
+    """Under the page's Content-Security-Policy (locators and boxes only, no evaluated scripts): the regions
+    are placed on the waveform (their positions are set through the CSSOM, which the policy allows), one
+    colour per speaker."""
     a, b = speak(SENTENCE_A), speak(SENTENCE_A)
     gap = silence(0.5)
     left = np.concatenate([a, gap, np.zeros_like(b)])
     right = np.concatenate([np.zeros_like(a), gap, b])
     wav = write_wav(tmp_path / "stereo.wav", [left, right])
     registry = weightfree_registry(tmp_path / "models.json")
-    with _server(tmp_path, registry) as base, _page(browser, f"{base}/") as (page, errors, requests):
+    with (
+        _server(tmp_path, registry) as base,
+        _page(browser, f"{base}/", bypass_csp=False) as (page, errors, requests),
+    ):
         page.set_input_files("#audio-file", str(wav))
         page.check("#asr-diarization")
         page.click("#transcribe")
-        page.wait_for_function("document.getElementById('status').textContent === 'Done.'")
+        sync_api.expect(page.locator("#status")).to_have_text("Done.", timeout=TIMEOUT_MS)
         regions = page.locator("#waveform .region")
         sync_api.expect(regions.first).to_be_visible()
-        classes = page.eval_on_selector_all("#waveform .region", "rs => rs.map(r => r.className)")
-        speakers = page.eval_on_selector_all(
-            "#segments tbody tr td:nth-child(3)", "cs => cs.map(c => c.textContent)"
-        )
+        speakers = page.locator("#segments tbody tr td:nth-child(3)").all_inner_texts()
         assert len(set(speakers)) == 2, speakers
+        sync_api.expect(regions).to_have_count(len(speakers))
+        classes = [regions.nth(i).get_attribute("class") for i in range(len(speakers))]
         assert {"region speaker-0", "region speaker-1"} == set(classes), classes
-        first_of_second = classes.index("region speaker-1")
-        assert speakers[first_of_second] != speakers[0]
+        other = classes.index("region speaker-1")
+        assert speakers[other] != speakers[0]
+        first, second = regions.nth(0).bounding_box(), regions.nth(other).bounding_box()
+        assert first is not None
+        assert second is not None
+        assert first["width"] > 20  # sized by its segment, not the 4 px minimum
+        assert second["x"] > first["x"] + first["width"] / 2  # the second speaker talks later
         _shot(page, "transcript-diarized")
     assert errors == []
-    _only_local(base, requests)
+    _only_local(base, requests)  # the page, its files, the API, and the uploaded file's blob: URL
