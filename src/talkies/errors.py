@@ -17,6 +17,8 @@ TalkiesError                     500  anything unexpected from the server itself
 │   ├── ModelNotFoundError            unknown slug
 │   ├── ModelNotLoadedError           DELETE /api/ps on a model that is not resident
 │   └── StagedFileNotFoundError       /v1/files path or file_path that does not exist
+├── ConflictError                409
+│   └── ModelInUseError               DELETE /api/models on a model loaded, in use or being pulled
 ├── PayloadTooLargeError         413  upload over TALKIES_MAX_UPLOAD_BYTES
 ├── QueueFullError               429  the model's wait queue is full (carries retry_after)
 ├── ServiceUnavailableError      503
@@ -108,6 +110,14 @@ class ModelNotLoadedError(NotFoundError):
 
 
 class StagedFileNotFoundError(NotFoundError):
+    pass
+
+
+class ConflictError(TalkiesError):
+    pass
+
+
+class ModelInUseError(ConflictError):
     pass
 
 

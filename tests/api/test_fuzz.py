@@ -67,6 +67,8 @@ OPERATIONS: dict[str, bool] = {
     "POST /api/ps/{model_id}": False,
     "DELETE /api/ps/{model_id}": False,
     "POST /unload": False,
+    "POST /api/pull": True,
+    "DELETE /api/models/{slug}": False,
     "POST /v1/audio/transcriptions": True,
     "POST /v1/audio/translations": True,
     "POST /v1/audio/speech": True,

@@ -10,139 +10,21 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from talkies.engines.snapshot import COMPLETE_MARKER, PULL_RECORD, check_snapshot, snapshot_present
 from tests.conftest import REPO_ROOT, write_registry
-
-REPO = "acme/tiny-whisper"
-COMMIT = "0123456789abcdef0123456789abcdef01234567"
-BIG = 8 * 1024 * 1024
-
-
-@dataclass
-class FakeHub:
-    files: dict[str, bytes]
-    listed_sha: dict[str, str] = field(default_factory=dict)  # overrides the SHA-256 the API reports
-    stall_after: int | None = None  # GET of model.bin sends this many bytes, then hangs
-    sent: dict[str, int] = field(default_factory=dict)
-    ranges: list[str] = field(default_factory=list)
-    release: threading.Event = field(default_factory=threading.Event)
-    url: str = ""
-
-    def info(self) -> dict[str, Any]:
-        siblings = []
-        for name, body in self.files.items():
-            sha = self.listed_sha.get(name, hashlib.sha256(body).hexdigest())
-            entry: dict[str, Any] = {"rfilename": name, "size": len(body), "blobId": sha[:40]}
-            if name.endswith(".bin"):
-                entry["lfs"] = {"size": len(body), "sha256": sha, "pointerSize": 134}
-            siblings.append(entry)
-        return {"id": REPO, "modelId": REPO, "sha": COMMIT, "private": False, "siblings": siblings}
-
-
-def _handler(hub: FakeHub) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-        def _file(self) -> tuple[str, bytes] | None:
-            prefix = f"/{REPO}/resolve/"
-            if not self.path.startswith(prefix):
-                return None
-            name = self.path[len(prefix) :].split("/", 1)[1].split("?")[0]
-            body = hub.files.get(name)
-            return (name, body) if body is not None else None
-
-        def _headers(self, name: str, body: bytes, status: int, length: int) -> None:
-            self.send_response(status)
-            self.send_header("X-Repo-Commit", COMMIT)
-            self.send_header("ETag", f'"{hashlib.sha1(body).hexdigest()}"')
-            self.send_header("Content-Length", str(length))
-            self.send_header("Accept-Ranges", "bytes")
-            self.send_header("Content-Type", "application/octet-stream")
-
-        def do_HEAD(self) -> None:
-            found = self._file()
-            if found is None:
-                self.send_response(404)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-                return
-            name, body = found
-            self._headers(name, body, 200, len(body))
-            self.end_headers()
-
-        def do_GET(self) -> None:
-            if self.path.startswith(f"/api/models/{REPO}"):
-                payload = json.dumps(hub.info()).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
-                return
-            found = self._file()
-            if found is None:
-                self.send_response(404)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-                return
-            name, body = found
-            start = 0
-            requested = self.headers.get("Range")
-            if requested:
-                hub.ranges.append(f"{name} {requested}")
-                start = int(requested.removeprefix("bytes=").split("-")[0])
-            part = body[start:]
-            self._headers(name, body, 206 if requested else 200, len(part))
-            if requested:
-                self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
-            self.end_headers()
-            if name == "model.bin" and hub.stall_after is not None and not requested:
-                self.wfile.write(part[: hub.stall_after])
-                self.wfile.flush()
-                hub.sent[name] = hub.stall_after
-                hub.release.wait(60)  # the client is killed meanwhile
-                return
-            self.wfile.write(part)
-            hub.sent[name] = hub.sent.get(name, 0) + len(part)
-
-    return Handler
+from tests.fakehub import BIG, COMMIT, REPO, FakeHub, running_hub
 
 
 @pytest.fixture
 def hub() -> Iterator[FakeHub]:
-    rng = __import__("random").Random(7)
-    files = {
-        "model.bin": rng.randbytes(BIG),
-        "config.json": b'{"model_type": "whisper"}',
-        "vocabulary.json": b'["a", "b"]',
-        "README.md": b"not needed by the whisper executor",
-        "pytorch_model.safetensors": b"not needed either",
-    }
-    fake = FakeHub(files=files)
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(fake))
-    server.daemon_threads = True
-    fake.url = f"http://127.0.0.1:{server.server_address[1]}"
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with running_hub() as fake:
         yield fake
-    finally:
-        fake.release.set()
-        server.shutdown()
-        server.server_close()
 
 
 def _env(tmp_path: Path, hub: FakeHub) -> dict[str, str]:

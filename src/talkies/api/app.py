@@ -14,7 +14,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from talkies import __version__
-from talkies.api import audio, files, system, translations, ui, voices
+from talkies.api import audio, files, pulls, system, translations, ui, voices
 from talkies.api.errors import install_error_handlers
 from talkies.api.lifecycle import DrainGate, Lifecycle
 from talkies.api.mcp import install_mcp
@@ -35,6 +35,7 @@ from talkies.registry import Registry, default_models_file, load_registry
 from talkies.services.downloads import Downloader, using_file_path
 from talkies.services.files import FileStore, retire_legacy_url_cache
 from talkies.services.proxy import ProxyService
+from talkies.services.pulls import PullManager
 from talkies.services.speech import SpeechService
 from talkies.services.transcription import TranscriptionService
 from talkies.services.voices import VoiceService
@@ -101,6 +102,12 @@ def _metrics(pool: ModelPool, lifecycle: Lifecycle) -> Metrics | None:
     return metrics
 
 
+def _busy(pool: ModelPool, slug: str) -> bool:
+    """Loaded, loading, or with requests running or waiting: its snapshot must stay."""
+    running, waiting = pool.occupancy().get(slug, (0, 0))
+    return pool.is_loaded(slug) or running > 0 or waiting > 0
+
+
 def _wyoming_server(settings: Settings, app: FastAPI) -> WyomingServer:
     import importlib.util
 
@@ -132,9 +139,16 @@ def create_app(
     registry = build_registry(settings, device)
     pool_kwargs = {"clock": clock} if clock else {}
     factory = engine_factory or make_engine_factory(settings)  # worker processes per TALKIES_ENGINE_ISOLATION
+    model_pulls = PullManager(registry, settings.models_dir)  # a first use pulls here, before the load
+    factory = model_pulls.pulling_first(factory)
     pool = ModelPool(registry, settings, device=device, engine_factory=factory, **pool_kwargs)
+    model_pulls.is_busy = functools.partial(_busy, pool)
     lifecycle = Lifecycle()
     metrics = _metrics(pool, lifecycle)
+    if metrics is not None:
+        from talkies.metrics_pulls import PullCollector
+
+        metrics.registry.register(PullCollector(model_pulls))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -184,6 +198,7 @@ def create_app(
         finally:
             if wyoming is not None:
                 await wyoming.stop()
+            await model_pulls.close()  # before the pool: a load waiting for its pull is let go
             await pool.close()
             await proxy.aclose()
 
@@ -194,6 +209,7 @@ def create_app(
     app.state.device = device
     app.state.lifecycle = lifecycle
     app.state.metrics = metrics
+    app.state.pulls = model_pulls
     app.state.transcription = TranscriptionService(pool, registry, settings)
     app.state.speech = SpeechService(pool, registry, settings)
     app.state.voices = VoiceService(settings)
@@ -204,6 +220,7 @@ def create_app(
     app.include_router(translations.router)
     app.include_router(files.router)
     app.include_router(voices.router)
+    app.include_router(pulls.router)
     if settings.ui:
         app.include_router(ui.router)
     hosts = host_policy(settings)

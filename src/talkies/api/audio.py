@@ -299,4 +299,4 @@ async def list_speech_models(request: Request) -> dict[str, Any]:
     """Text-to-speech models as Open WebUI lists them: `{"models": [{"id": ...}]}`."""
     pool = request.app.state.pool
     specs = [spec for spec in pool.registry.models.values() if spec.kind == "tts"]
-    return {"object": "list", "models": [model_card(spec, pool) for spec in specs]}
+    return {"object": "list", "models": [model_card(spec, pool, request.app.state.pulls) for spec in specs]}

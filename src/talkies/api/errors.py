@@ -26,6 +26,7 @@ _STATUS: tuple[tuple[type[e.TalkiesError], int, str], ...] = (
     (e.BadRequestError, 400, "invalid_request_error"),
     (e.UnauthorizedError, 401, "authentication_error"),
     (e.NotFoundError, 404, "not_found_error"),
+    (e.ConflictError, 409, "conflict_error"),
     (e.PayloadTooLargeError, 413, "invalid_request_error"),
     (e.QueueFullError, 429, "rate_limit_error"),
     (e.ClientDisconnectedError, 499, "client_closed_request"),

@@ -60,6 +60,7 @@ _WHY: Final[dict[int, str]] = {
     401: "Missing or wrong bearer token (TALKIES_AUTH_TOKEN is set)",
     403: "A browser Origin that may not make state-changing requests here (TALKIES_CORS_ORIGINS)",
     404: "No such model, staged file or voice",
+    409: "The model is loaded, in use or being pulled (unload it, or wait for the pull)",
     413: "The upload is over TALKIES_MAX_UPLOAD_BYTES",
     421: "The Host header is not one this server answers (TALKIES_ALLOWED_HOSTS)",
     422: "A field has the wrong type or is out of range",
@@ -125,6 +126,12 @@ def not_ready() -> dict[int | str, dict[str, Any]]:
 # --- success bodies (documentation of what the routes build as dicts) ---------------------------------
 
 
+class PullProgress(BaseModel):
+    status: str
+    completed: int
+    total: int | None
+
+
 class ModelCard(BaseModel):
     """One model as `/v1/models` lists it (OpenAI's fields, then talkies' own)."""
 
@@ -145,6 +152,12 @@ class ModelCard(BaseModel):
     unavailable_reason: str | None
     load_error: str | None = None
     """Why its last load failed (a child server's last output lines included); null when it did not."""
+    installed: bool
+    """A complete snapshot is on disk, or the model has nothing to download."""
+    download_bytes: int | None
+    """The snapshot's size: from the hub's listing once read, else the registry's estimate."""
+    pull: PullProgress | None
+    """The pull in flight (`POST /api/pull` or a first use), else null."""
 
 
 class ModelList(BaseModel):

@@ -9,6 +9,7 @@ from fastapi.responses import JSONResponse
 
 from talkies.api.deps import PoolDep, RegistryDep
 from talkies.api.lifecycle import RETRY_AFTER, Lifecycle
+from talkies.api.pulls import PullsDep
 from talkies.api.responses import (
     GUARDED,
     RUNS_MODEL,
@@ -24,11 +25,12 @@ from talkies.engines.base import Modality
 from talkies.errors import ServiceUnavailableError
 from talkies.pool import ModelPool
 from talkies.registry import ModelSpec
+from talkies.services.pulls import PullManager
 
 router = APIRouter()
 
 
-def model_card(spec: ModelSpec, pool: ModelPool) -> dict[str, Any]:
+def model_card(spec: ModelSpec, pool: ModelPool, pulls: PullManager) -> dict[str, Any]:
     reason = pool.unavailable_reason(spec.slug)
     modality: Modality = spec.kind
     return {
@@ -48,6 +50,9 @@ def model_card(spec: ModelSpec, pool: ModelPool) -> dict[str, Any]:
         "available": reason is None,
         "unavailable_reason": reason,
         "load_error": pool.failed_loads().get(spec.slug),
+        "installed": pulls.installed(spec),
+        "download_bytes": pulls.download_bytes(spec),
+        "pull": pulls.progress(spec.slug),
     }
 
 
@@ -100,9 +105,10 @@ async def metrics(request: Request) -> Response:
 
 
 @router.get("/v1/models", response_model=None, responses={**body(ModelList), **errors(GUARDED)})
-async def list_models(registry: RegistryDep, pool: PoolDep) -> dict[str, Any]:
+async def list_models(registry: RegistryDep, pool: PoolDep, pulls: PullsDep) -> dict[str, Any]:
     listed = [spec for spec in registry.models.values() if not spec.unlisted]
-    return {"object": "list", "data": [model_card(spec, pool) for spec in listed]}
+    pulls.list_sizes_soon()
+    return {"object": "list", "data": [model_card(spec, pool, pulls) for spec in listed]}
 
 
 @router.get(
@@ -110,13 +116,15 @@ async def list_models(registry: RegistryDep, pool: PoolDep) -> dict[str, Any]:
     response_model=None,
     responses={**body(ModelCard), **errors(GUARDED, 404, 422)},
 )
-async def get_model(model_id: str, pool: PoolDep) -> dict[str, Any]:
-    return model_card(pool.spec(model_id), pool)
+async def get_model(model_id: str, pool: PoolDep, pulls: PullsDep) -> dict[str, Any]:
+    pulls.list_sizes_soon()
+    return model_card(pool.spec(model_id), pool, pulls)
 
 
 @router.get("/api/ps", responses=errors(GUARDED))
-async def ps(pool: PoolDep) -> dict[str, Any]:
-    return {"models": pool.ps(), "memory": pool.memory_summary(), "failed": pool.failed_loads()}
+async def ps(pool: PoolDep, pulls: PullsDep) -> dict[str, Any]:
+    pulling = {slug: pull.progress() for slug, pull in pulls.in_flight().items()}
+    return {"models": pool.ps(), "memory": pool.memory_summary(), "failed": pool.failed_loads(), "pulls": pulling}
 
 
 @router.post("/api/ps/{model_id:path}", responses=errors(WRITE_GUARDED, RUNS_MODEL, 422))

@@ -17,7 +17,12 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 router = APIRouter(include_in_schema=False)
 
 PUBLIC_PREFIX = "/ui/"
-_STATIC = {"app.js": "text/javascript", "style.css": "text/css"}
+_STATIC = {
+    "app.js": "text/javascript",
+    "catalog.js": "text/javascript",
+    "waveform.js": "text/javascript",
+    "style.css": "text/css",
+}
 # The page loads nothing from elsewhere: a Content-Security-Policy keeps it that way.
 _HEADERS = {
     "Content-Security-Policy": "default-src 'self'; media-src 'self' blob:; img-src 'self' data:; "

@@ -29,7 +29,7 @@ import hashlib
 import json
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,6 +41,11 @@ log = logging.getLogger(__name__)
 COMPLETE_MARKER = ".talkies-complete.json"
 PULL_RECORD = ".talkies-pull.json"
 _IGNORED = {".cache", COMPLETE_MARKER, PULL_RECORD}
+
+Progress = Callable[[dict[str, Any]], None]
+"""Receives a pull's progress in Ollama's shape: `{"status": "pulling manifest"}`, then per file
+`{"status": "pulling <file>", "digest": ..., "total": bytes, "completed": bytes}` (repeated as bytes
+arrive), `{"status": "verifying sha256 digest"}`, `{"status": "writing manifest"}`."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,13 +169,17 @@ def pull_snapshot(
     *,
     allow_patterns: Sequence[str] | None = None,
     progress: bool = True,
+    on_progress: Progress | None = None,
 ) -> Path:
     """Fetch what `slug` needs from `repo` into `model_dir`, resuming, verifying, then marking it complete.
-    Raises EngineUnavailableError naming the problem (hub unreachable, a file of the wrong size or hash)."""
+    Raises EngineUnavailableError naming the problem (hub unreachable, a file of the wrong size or hash).
+    `progress` draws tqdm bars on stderr; `on_progress` receives the same progress as events."""
     from huggingface_hub import hf_hub_url
     from huggingface_hub.utils import build_hf_headers  # type: ignore[attr-defined]
     from tqdm.auto import tqdm
 
+    report = on_progress or _ignore
+    report({"status": "pulling manifest"})
     try:
         commit, listed = list_repo_files(repo)
     except Exception as exc:
@@ -188,33 +197,56 @@ def pull_snapshot(
     }
     _write_json(model_dir / PULL_RECORD, record)
     total = sum(f.size or 0 for f in files)
+    report({"status": "pulling manifest", "files": len(files), "download_bytes": total})
     bar = {"unit": "B", "unit_scale": True, "unit_divisor": 1024, "disable": not progress}
     with tqdm(total=total, desc=f"{slug} (all files)", **bar) as overall:
         for item in files:
             target = model_dir / item.name
             if target.is_file() and item.size is not None and target.stat().st_size == item.size:
                 overall.update(item.size)
+                report(_file_event(item, item.size))
                 continue
             log.info("pulling %s/%s", repo, item.name)
             url = hf_hub_url(repo, item.name, revision=commit)
             try:
-                _fetch(url, target, item, build_hf_headers(), overall, bar)
+                _fetch(url, target, item, build_hf_headers(), overall, bar, report)
             except Exception as exc:
                 raise _unreachable(slug, repo, model_dir, exc) from exc
+    report({"status": "verifying sha256 digest"})
     bad = [problem for item in files if (problem := _verify(model_dir / item.name, item))]
     if bad:
         raise EngineUnavailableError(
             f"model {slug!r}: pulled files do not match {repo}: {'; '.join(bad)}; "
             f"run `talkies pull {slug}` again"
         )
+    report({"status": "writing manifest"})
     _write_json(model_dir / COMPLETE_MARKER, record)
     (model_dir / PULL_RECORD).unlink(missing_ok=True)
     log.info("%s: %d files, %.1f MiB, complete", slug, len(files), total / 2**20)
     return model_dir
 
 
+def _ignore(event: dict[str, Any]) -> None:
+    pass
+
+
+def _file_event(item: RepoFile, completed: int) -> dict[str, Any]:
+    event: dict[str, Any] = {"status": f"pulling {item.name}"}
+    if item.sha256:
+        event["digest"] = f"sha256:{item.sha256}"
+    event["total"] = item.size if item.size is not None else completed
+    event["completed"] = completed
+    return event
+
+
 def _fetch(
-    url: str, target: Path, item: RepoFile, headers: dict[str, str], overall: Any, bar: dict[str, Any]
+    url: str,
+    target: Path,
+    item: RepoFile,
+    headers: dict[str, str],
+    overall: Any,
+    bar: dict[str, Any],
+    report: Progress = _ignore,
 ) -> None:
     """Download `url` to `target` through `.cache/talkies/<name>.part`, continuing a part an earlier run
     left (Range request); each MiB is written as it arrives so a kill loses at most that."""
@@ -229,6 +261,7 @@ def _fetch(
         have = 0
     request_headers = dict(headers, **({"Range": f"bytes={have}-"} if have else {}))
     overall.update(have)
+    report(_file_event(item, have))
     timeout = httpx.Timeout(30.0, read=300.0)
     with (
         httpx.stream("GET", url, headers=request_headers, follow_redirects=True, timeout=timeout) as response,
@@ -242,12 +275,15 @@ def _fetch(
                 overall.update(-have)  # the server ignored the Range: start over
                 file_bar.reset()
                 have = 0
+                report(_file_event(item, 0))
             with part.open("ab" if have else "wb") as out:
                 for chunk in response.iter_bytes(1 << 20):
                     out.write(chunk)
                     out.flush()
                     overall.update(len(chunk))
                     file_bar.update(len(chunk))
+                    have += len(chunk)
+                    report(_file_event(item, have))
     os.replace(part, target)
 
 

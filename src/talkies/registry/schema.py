@@ -178,6 +178,9 @@ class ModelSpec(BaseModel):
     """TTS only: voice names (e.g. OpenAI's `alloy`) -> one of this model's voices."""
     name: str | None = None
     """Display name (llama-swap's `name`), shown in /v1/models."""
+    download_bytes: int | None = Field(None, ge=0, le=10**13)
+    """Estimated size of the snapshot `talkies pull` fetches, shown in /v1/models until the hub's listing was
+    read (then the listing's exact size is shown)."""
     unlisted: bool = False
     """Hidden from /v1/models and the voice list, still served by name (llama-swap's `unlisted`)."""
     ttl: int | None = Field(None, ge=-1, le=365 * 24 * 3600)

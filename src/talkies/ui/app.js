@@ -2,11 +2,18 @@
 // Every URL is relative to the server root, found from this file's own URL (<root>/ui/static/app.js),
 // so the page works behind a reverse proxy that mounts talkies under a path prefix.
 
+import { fillModelSelect, modelGroup, progressBar, pullModel, setupVoicePicker, showVoices, size } from "./catalog.js";
+import { showWaveform } from "./waveform.js";
+
 const ROOT = new URL("../../", import.meta.url);
 const TOKEN_KEY = "talkies-token";
 const $ = (id) => document.getElementById(id);
 
 let models = [];
+let voices = []; // the Speak tab model's catalog (/v1/audio/voices)
+const pulling = new Map(); // model id -> {completed, total}: downloads this page started
+let pendingLoads = 0; // POST /api/ps requests this page is waiting for
+let refreshTimer = null;
 let recorded = null; // Blob from the microphone
 let stopAt = null; // end of the segment being played
 
@@ -98,22 +105,35 @@ async function loadModels() {
     return;
   }
   models = (await response.json()).data;
-  fillSelect($("asr-model"), models.filter((m) => m.modality === "asr"));
-  fillSelect($("tts-model"), models.filter((m) => m.modality === "tts"));
+  showModelChoices();
   await loadVoices();
 }
 
-function fillSelect(select, list) {
-  select.replaceChildren(
-    ...list.map((m) => {
-      const option = new Option(m.available ? m.id : `${m.id} (unavailable)`, m.id);
-      option.disabled = !m.available;
-      if (!m.available) option.title = m.unavailable_reason || "";
-      return option;
-    }),
-  );
-  const first = list.find((m) => m.available);
-  if (first) select.value = first.id;
+function showModelChoices() {
+  fillModelSelect($("asr-model"), models.filter((m) => m.modality === "asr"));
+  fillModelSelect($("tts-model"), models.filter((m) => m.modality === "tts"));
+  showModelNote("asr-model");
+  showModelNote("tts-model");
+}
+
+// Next to a model select: nothing for an installed model, else its download size and a Download button
+// (or the progress of its download).
+function showModelNote(selectId) {
+  const note = $(`${selectId}-note`);
+  const model = modelInfo($(selectId).value);
+  if (!model.id || modelGroup(model) !== "downloadable") {
+    note.replaceChildren();
+    return;
+  }
+  const progress = pulling.get(model.id) || model.pull;
+  if (progress) {
+    note.replaceChildren(progressBar(model, progress.completed, progress.total));
+    return;
+  }
+  const text = document.createElement("span");
+  text.className = "muted";
+  text.textContent = `Not downloaded yet (${size(model.download_bytes) || "size unknown"}). `;
+  note.replaceChildren(text, downloadButton(model));
 }
 
 function modelInfo(id) {
@@ -133,12 +153,23 @@ async function loadVoices() {
     status(`Could not list voices: ${await errorText(response)}`, true);
     return;
   }
-  const voices = (await response.json()).voices;
+  voices = (await response.json()).voices;
   const name = (v) => v.voice ?? v.id ?? v.name;
   $("tts-voices").replaceChildren(...voices.map((v) => new Option(v.origin ? `${name(v)} (${v.origin})` : "", name(v))));
   const preferred = voices.find((v) => v.default) || voices[0];
   $("tts-voice").value = preferred ? name(preferred) : "";
+  showVoices(voices, voicePicker());
 }
+
+function voicePicker() {
+  return { search: $("voice-search"), list: $("voice-list"), field: $("tts-voice") };
+}
+
+const MODEL_GROUPS = [
+  ["installed", "Installed"],
+  ["downloadable", "Downloadable"],
+  ["unavailable", "Unavailable here"],
+];
 
 async function refreshModels() {
   const [listed, ps] = await Promise.all([api("v1/models"), api("api/ps")]);
@@ -147,47 +178,151 @@ async function refreshModels() {
     return;
   }
   models = (await listed.json()).data;
-  const resident = Object.fromEntries((await ps.json()).models.map((row) => [row.model, row]));
-  const rows = models.map((m) => {
-    const row = resident[m.id];
-    const tr = document.createElement("tr");
-    const state = m.available ? (row?.loaded ? "loaded" : "not loaded") : `unavailable: ${m.unavailable_reason}`;
-    const memory = row?.rss_bytes ?? row?.memory_bytes;
-    const cells = [
-      m.id,
-      m.modality,
-      m.executor,
-      state,
-      row?.idle_seconds ?? "",
-      row?.in_flight ?? "",
-      row?.queued ?? "",
-      memory ? `${(memory / 2 ** 20).toFixed(0)} MiB` : "",
-    ];
-    for (const value of cells) {
-      const td = document.createElement("td");
-      td.textContent = String(value);
-      tr.append(td);
+  const state = await ps.json();
+  const resident = Object.fromEntries(state.models.map((row) => [row.model, row]));
+  const bodies = MODEL_GROUPS.map(([key, label]) => {
+    const members = models.filter((m) => modelGroup(m) === key);
+    if (members.length === 0) return null;
+    const tbody = document.createElement("tbody");
+    tbody.dataset.group = key;
+    const heading = document.createElement("tr");
+    const th = document.createElement("th");
+    th.scope = "rowgroup";
+    th.colSpan = 10;
+    th.textContent = `${label} (${members.length})`;
+    heading.append(th);
+    tbody.append(heading, ...members.map((m) => modelRow(m, resident[m.id])));
+    return tbody;
+  }).filter(Boolean);
+  $("models-table").replaceChildren($("models-table").caption, $("models-table").tHead, ...bodies);
+  const busy = pendingLoads > 0 || pulling.size > 0 || models.some((m) => m.pull) || Object.keys(state.pulls || {}).length > 0;
+  scheduleRefresh(busy);
+}
+
+function modelRow(m, row) {
+  const tr = document.createElement("tr");
+  tr.dataset.model = m.id;
+  const state = !m.available ? `unavailable: ${m.unavailable_reason}` : row?.loaded ? "loaded" : m.installed ? "not loaded" : "not downloaded";
+  const memory = row?.rss_bytes ?? row?.memory_bytes;
+  const cells = [m.id, m.modality, m.executor, state, null, row?.idle_seconds ?? "", row?.in_flight ?? "", row?.queued ?? "", memory ? size(memory) : ""];
+  for (const value of cells) {
+    const td = document.createElement("td");
+    if (value === null) td.append(downloadCell(m));
+    else td.textContent = String(value);
+    tr.append(td);
+  }
+  if (!m.available) tr.classList.add("unavailable");
+  const action = document.createElement("td");
+  if (m.available && m.installed) {
+    const button = document.createElement("button");
+    button.type = "button";
+    button.className = "secondary";
+    button.textContent = row?.loaded ? "Unload" : "Load";
+    button.setAttribute("aria-label", `${button.textContent} ${m.id}`);
+    button.addEventListener("click", () => (row?.loaded ? unload(m.id) : load(m.id)));
+    action.append(button);
+  }
+  tr.append(action);
+  return tr;
+}
+
+// The Download column: the size, a progress bar while a download runs (this page's, another client's,
+// or a request's first use), or a Download button.
+function downloadCell(m) {
+  const progress = pulling.get(m.id) || m.pull;
+  if (progress) return progressBar(m, progress.completed, progress.total);
+  const text = document.createTextNode(m.download_bytes ? size(m.download_bytes) : m.installed ? "" : "size unknown");
+  if (modelGroup(m) !== "downloadable") return text;
+  const cell = document.createElement("span");
+  cell.append(text, " ", downloadButton(m));
+  return cell;
+}
+
+function downloadButton(m) {
+  const button = document.createElement("button");
+  button.type = "button";
+  button.className = "secondary";
+  button.textContent = "Download";
+  button.setAttribute("aria-label", `Download ${m.id}`);
+  button.addEventListener("click", () => download(m.id));
+  return button;
+}
+
+async function download(id) {
+  pulling.set(id, { completed: 0, total: modelInfo(id).download_bytes });
+  status(`Downloading ${id}…`);
+  showProgress();
+  try {
+    await pullModel(api, id, (completed, total) => {
+      pulling.set(id, { completed, total });
+      showProgress();
+    });
+    status(`Downloaded ${id}.`);
+  } catch (error) {
+    status(`Download of ${id} failed: ${error.message}`, true);
+  } finally {
+    pulling.delete(id);
+    await refreshModels();
+    showModelChoices();
+  }
+}
+
+// Redraw what shows a download's progress, without waiting for the next poll.
+function showProgress() {
+  for (const [id, progress] of pulling) {
+    const cell = document.querySelector(`#models-table tr[data-model="${CSS.escape(id)}"] td:nth-child(5)`);
+    if (cell) cell.replaceChildren(progressBar(modelInfo(id), progress.completed, progress.total));
+  }
+  showModelNote("asr-model");
+  showModelNote("tts-model");
+}
+
+// The Models tab polls itself while it is shown: every second while loads or downloads run (this page's,
+// another client's, a request's first use), every few seconds otherwise, to notice new ones.
+const REFRESH_BUSY_MS = 1000;
+const REFRESH_IDLE_MS = 5000;
+
+function scheduleRefresh(busy) {
+  clearTimeout(refreshTimer);
+  refreshTimer = null;
+  if (!$("view-models").hidden) {
+    const delay = busy ? REFRESH_BUSY_MS : REFRESH_IDLE_MS;
+    refreshTimer = setTimeout(() => refreshModels().catch((err) => status(err.message, true)), delay);
+  }
+}
+
+// A request for a model that is not downloaded yet downloads it first: show that download's progress.
+function watchFirstUse(id, label) {
+  if (modelInfo(id).installed !== false) return () => {};
+  let stopped = false;
+  const poll = async () => {
+    if (stopped) return;
+    const response = await api(`v1/models/${encodeURIComponent(id)}`);
+    if (!response.ok || stopped) return;
+    const card = await response.json();
+    const index = models.findIndex((m) => m.id === id);
+    if (index >= 0) models[index] = card; // the note beside the select follows the download too
+    if (card.installed) showModelChoices();
+    else showProgress();
+    if (card.pull) {
+      const percent = card.pull.total ? ` ${Math.floor((100 * card.pull.completed) / card.pull.total)}%` : "";
+      status(`${label}: downloading ${id} first…${percent} (${size(card.pull.completed)} of ${size(card.pull.total)})`);
     }
-    if (!m.available) tr.classList.add("unavailable");
-    const action = document.createElement("td");
-    if (m.available) {
-      const button = document.createElement("button");
-      button.type = "button";
-      button.className = "secondary";
-      button.textContent = row?.loaded ? "Unload" : "Load";
-      button.setAttribute("aria-label", `${button.textContent} ${m.id}`);
-      button.addEventListener("click", () => (row?.loaded ? unload(m.id) : load(m.id)));
-      action.append(button);
-    }
-    tr.append(action);
-    return tr;
-  });
-  $("models-table").tBodies[0].replaceChildren(...rows);
+    if (!card.installed) setTimeout(() => poll().catch(() => {}), 1000);
+  };
+  poll().catch(() => {});
+  return () => {
+    stopped = true;
+  };
 }
 
 async function load(id) {
   status(`Loading ${id}…`);
-  const response = await api(`api/ps/${encodeURIComponent(id)}`, { method: "POST" });
+  pendingLoads += 1;
+  scheduleRefresh(true);
+  const response = await api(`api/ps/${encodeURIComponent(id)}`, { method: "POST" }).finally(() => {
+    pendingLoads -= 1;
+  });
   status(response.ok ? `Loaded ${id}.` : `Load failed: ${await errorText(response)}`, !response.ok);
   await refreshModels();
 }
@@ -246,6 +381,13 @@ function clock(seconds) {
   return `${minutes}:${(seconds - minutes * 60).toFixed(2).padStart(5, "0")}`;
 }
 
+function playSpan(start, end) {
+  const audio = $("source-audio");
+  audio.currentTime = start;
+  stopAt = end;
+  audio.play().catch(() => {});
+}
+
 function showSegments(segments) {
   const table = $("segments");
   const rows = segments.map((segment) => {
@@ -256,12 +398,7 @@ function showSegments(segments) {
       td.textContent = value;
       tr.append(td);
     }
-    const play = () => {
-      const audio = $("source-audio");
-      audio.currentTime = segment.start;
-      stopAt = segment.end;
-      audio.play().catch(() => {});
-    };
+    const play = () => playSpan(segment.start, segment.end);
     tr.addEventListener("click", play);
     tr.addEventListener("keydown", (event) => {
       if (event.key === "Enter" || event.key === " ") {
@@ -318,8 +455,10 @@ async function transcribe(event) {
   button.disabled = true;
   $("transcript").textContent = "";
   $("segments").hidden = true;
+  $("waveform").hidden = true;
   status("Transcribing…");
   const started = performance.now();
+  const stopWatching = watchFirstUse($("asr-model").value, "Transcribing");
   try {
     const response = await api("v1/audio/transcriptions", { method: "POST", body: form });
     if (!response.ok) {
@@ -337,6 +476,7 @@ async function transcribe(event) {
       const body = await response.json();
       $("transcript").textContent = (body.text || "").trim();
       showSegments(body.segments || []);
+      await showWaveform($("waveform"), audio, body.segments || [], playSpan);
     } else {
       $("transcript").textContent = await response.text();
     }
@@ -344,6 +484,7 @@ async function transcribe(event) {
     status("Done.");
     if (file) showSource(file);
   } finally {
+    stopWatching();
     button.disabled = false;
   }
 }
@@ -387,6 +528,7 @@ async function speak(event) {
   $("download").hidden = true;
   status("Synthesizing…");
   const started = performance.now();
+  const stopWatching = watchFirstUse(body.model, "Synthesizing");
   try {
     const response = await api("v1/audio/speech", {
       method: "POST",
@@ -420,6 +562,7 @@ async function speak(event) {
     status("Done.");
     audio.play().catch(() => {});
   } finally {
+    stopWatching();
     button.disabled = false;
   }
 }
@@ -469,7 +612,12 @@ function start() {
     $("record-state").textContent = "";
     if ($("audio-file").files[0]) showSource($("audio-file").files[0]);
   });
-  $("tts-model").addEventListener("change", () => loadVoices());
+  $("tts-model").addEventListener("change", () => {
+    showModelNote("tts-model");
+    loadVoices();
+  });
+  $("asr-model").addEventListener("change", () => showModelNote("asr-model"));
+  setupVoicePicker(voicePicker(), () => voices);
   $("refresh-models").addEventListener("click", () => refreshModels());
   $("token-button").hidden = !token();
   $("token-button").addEventListener("click", () => askToken().then(() => loadModels()));
