@@ -38,7 +38,7 @@ from talkies.errors import (
 )
 from talkies.formats.events import speech_delta, speech_done
 from talkies.pool import ModelPool
-from talkies.registry import ModelSpec, Registry
+from talkies.registry import OPENAI_VOICES, ModelSpec, Registry
 from talkies.services.blocking import BlockingSteps
 from talkies.services.streams import start_stream
 from talkies.services.transcription import refuse_external
@@ -124,8 +124,7 @@ class SpeechService:
         engine = self._catalog_engine(spec)
         speed = check_speed(options.speed)
         asked = options.voice.strip() if options.voice else ""
-        voice = spec.voice_aliases.get(asked, asked) if asked else self._default_voice(engine)
-        self._check_voice(spec, engine, voice)
+        voice = self._pick_voice(spec, engine, asked)
         request = SpeechRequest(
             text=options.input,
             voice=voice,
@@ -176,6 +175,22 @@ class SpeechService:
         if voices:
             return voices[0].name
         raise UnknownVoiceError("this model has no voices to speak with", param="voice")
+
+    def _pick_voice(self, spec: ModelSpec, engine: Engine, asked: str) -> str:
+        """The voice `asked` names, through the model's `voice_aliases`. An OpenAI voice name (`alloy`, ...)
+        the model has neither as a voice nor as an alias speaks its default voice, so OpenAI clients
+        work with any model; nothing asked is the default voice too."""
+        if not asked:
+            return self._default_voice(engine)
+        voice = spec.voice_aliases.get(asked, asked)
+        try:
+            self._check_voice(spec, engine, voice)
+        except UnknownVoiceError:
+            if asked not in OPENAI_VOICES or asked in spec.voice_aliases:
+                raise
+            voice = self._default_voice(engine)
+            self._check_voice(spec, engine, voice)
+        return voice
 
     def _check_voice(self, spec: ModelSpec, engine: Engine, voice: str) -> None:
         check = getattr(engine, "check_voice", None)
