@@ -25,11 +25,11 @@ from mcp.client.streamable_http import streamable_http_client
 from talkies.api.app import create_app
 from talkies.settings import Settings, load_settings
 from tests.api.audio_helpers import SENTENCE_A, speak, word_overlap
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, write_registry
 from tests.fixtures.cache import install_snapshot
 from tests.fixtures.kokoro import install_kokoro
 from tests.fixtures.whisper import build_whisper
-from tests.server import serve
+from tests.server import asgi_client, serve
 
 wyoming = pytest.importorskip("wyoming")
 
@@ -195,3 +195,23 @@ async def test_without_a_model_name_an_installed_model_answers(tmp_path: Path) -
     assert empty.status_code == 200, empty.text
     assert loaded == {"espeak-ng", "pocketsphinx-en-us"}
     assert {slug for slug, is_default in defaults.items() if is_default} == {"espeak-ng", "pocketsphinx-en-us"}
+
+
+async def test_openai_voice_without_an_alias_speaks_the_default_voice(tmp_path: Path) -> None:
+    """A model whose registry entry maps no OpenAI voices: `alloy` is its default voice, an unknown name
+    is still a 400."""
+    registry = write_registry(
+        tmp_path / "models.json", {"formant": {"executor": "espeak", "default_voice": "en-us+klatt"}}
+    )
+    settings = load_settings(
+        models_file=registry, data_dir=tmp_path / "data", sweeper_interval=0, default_tts_model="formant"
+    )
+    body = {"model": "tts-1", "input": "Hi.", "response_format": "pcm"}
+    async with asgi_client(create_app(settings), timeout=TIMEOUT) as client:
+        openai_voice = await client.post("/v1/audio/speech", json={**body, "voice": "alloy"})
+        default = await client.post("/v1/audio/speech", json={**body, "voice": ""})
+        unknown = await client.post("/v1/audio/speech", json={**body, "voice": "nobody"})
+    assert openai_voice.status_code == 200, openai_voice.text
+    assert openai_voice.content == default.content
+    assert unknown.status_code == 400
+    assert unknown.json()["error"]["param"] == "voice"
