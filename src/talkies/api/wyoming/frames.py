@@ -124,13 +124,13 @@ async def read_event(reader: asyncio.StreamReader, idle_timeout: float) -> Event
     return Event(type=header["type"], data=data, payload=payload)
 
 
-async def _idle(read: Coroutine[Any, Any, bytes], timeout: float) -> bytes:
+async def _idle(read: Coroutine[Any, Any, bytes], seconds: float) -> bytes:
     try:
-        async with asyncio.timeout(timeout):
+        async with asyncio.timeout(seconds):
             return await read
     except TimeoutError:
         raise IdleTimeoutError(
-            f"no data from the client for {timeout:g}s (TALKIES_WYOMING_IDLE_TIMEOUT): closing"
+            f"no data from the client for {seconds:g}s (TALKIES_WYOMING_IDLE_TIMEOUT): closing"
         ) from None
 
 

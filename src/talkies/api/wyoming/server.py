@@ -164,10 +164,14 @@ class WyomingServer:
 
         limit = self.settings.wyoming_max_connections
         log.warning("wyoming: refused %s: %d connections open (TALKIES_WYOMING_MAX_CONNECTIONS)", peer, limit)
-        text = f"too many Wyoming connections: {limit} are open (TALKIES_WYOMING_MAX_CONNECTIONS); retry later"
+        text = (
+            f"too many Wyoming connections: {limit} are open (TALKIES_WYOMING_MAX_CONNECTIONS); retry later"
+        )
         try:
             async with asyncio.timeout(5):  # a client that reads nothing does not hold this task
-                await async_write_event(Event("error", {"text": text, "code": "too_many_connections"}), writer)
+                await async_write_event(
+                    Event("error", {"text": text, "code": "too_many_connections"}), writer
+                )
         except (ConnectionError, TimeoutError):
             pass
         finally:
