@@ -10,6 +10,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
@@ -20,15 +21,14 @@ import pytest
 from talkies.api.app import create_app
 from talkies.settings import Settings, load_settings
 from tests.api.audio_helpers import weightfree_registry
+from tests.live_server import LiveServer, free_port, live_server
 from tests.server import serve
 
 wyoming = pytest.importorskip("wyoming")
 
-from wyoming.audio import AudioChunk, AudioStart, AudioStop  # noqa: E402
 from wyoming.client import AsyncTcpClient  # noqa: E402
 from wyoming.event import Event  # noqa: E402
 from wyoming.info import Describe  # noqa: E402
-from wyoming.tts import SynthesizeChunk, SynthesizeStart, SynthesizeStop  # noqa: E402
 
 pytestmark = pytest.mark.anyio
 TIMEOUT = 120.0
@@ -95,24 +95,53 @@ class _HealthProbe:
         self._thread.join(TIMEOUT)
 
 
+def _frame(kind: str, data: dict[str, Any], payload: bytes = b"") -> bytes:
+    """One Wyoming event as the `wyoming` package writes it (header line, data block, payload), encoded
+    once so that the flooding client spends no CPU of its own per event."""
+    block = json.dumps(data).encode()
+    header: dict[str, Any] = {"type": kind, "version": version("wyoming"), "data_length": len(block)}
+    if payload:
+        header["payload_length"] = len(payload)
+    return json.dumps(header).encode() + b"\n" + block + payload
+
+
+@contextmanager
+def _live(tmp_path: Path, **env: str) -> Iterator[tuple[LiveServer, int]]:
+    """`talkies serve` in its own process (its event loop and memory apart from this client's)."""
+    port = free_port()
+    models = {"pocketsphinx-en-us": {"executor": "pocketsphinx"}, "espeak-ng": {"executor": "espeak"}}
+    with live_server(tmp_path, models, TALKIES_WYOMING_URI=f"tcp://127.0.0.1:{port}", **env) as server:
+        yield server, port
+
+
+async def _read_frame(reader: asyncio.StreamReader) -> dict[str, Any]:
+    header = json.loads(await asyncio.wait_for(reader.readline(), TIMEOUT))
+    if header.get("data_length"):
+        header["data"] = json.loads(await reader.readexactly(header["data_length"]))
+    if header.get("payload_length"):
+        await reader.readexactly(header["payload_length"])
+    return dict(header)
+
+
 async def test_megabyte_synthesis_chunks_get_an_error_and_healthz_stays_fast(tmp_path: Path) -> None:
     """64 x 1 MB of text without a sentence end: an `error` naming TALKIES_MAX_INPUT_CHARS, the rest is
     dropped as it arrives, and /healthz answers meanwhile (on main it went from 6 ms to 2.2 s)."""
-    text = "a" * 1_000_000
-    with _talkies(_settings(tmp_path)) as (base, port), _HealthProbe(base) as probe:
-        async with _client(port) as client:
-            await client.write_event(SynthesizeStart().event())
-            for _ in range(64):
-                await client.write_event(SynthesizeChunk(text=text).event())
-            refused = await _read(client)
-            await client.write_event(SynthesizeStop().event())
-            stopped = await _read(client)
-            await client.write_event(Describe().event())
-            still_open = await _read(client)
-    assert refused.type == "error"
-    assert "TALKIES_MAX_INPUT_CHARS" in refused.data["text"]
-    assert stopped.type == "synthesize-stopped"  # nothing was spoken: the text was refused
-    assert still_open.type == "info"
+    chunk = _frame("synthesize-chunk", {"text": "a" * 1_000_000})
+    with _live(tmp_path) as (server, port), _HealthProbe(server.url) as probe:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(_frame("synthesize-start", {}))
+        for _ in range(64):
+            writer.write(chunk)
+            await writer.drain()
+        refused = await _read_frame(reader)
+        writer.write(_frame("synthesize-stop", {}) + _frame("describe", {}))
+        stopped = await _read_frame(reader)
+        still_open = await _read_frame(reader)
+        writer.close()
+    assert refused["type"] == "error"
+    assert "TALKIES_MAX_INPUT_CHARS" in refused["data"]["text"]
+    assert stopped["type"] == "synthesize-stopped"  # nothing was spoken: the text was refused
+    assert still_open["type"] == "info"
     # loose bounds for a busy CI machine: the point is that no probe waits behind the text
     assert statistics.median(probe.latencies) < 0.1, probe.latencies
     assert max(probe.latencies) < 2.0, probe.latencies
@@ -122,29 +151,30 @@ async def test_wide_audio_is_cut_at_the_byte_cap_with_bounded_rss(tmp_path: Path
     """384 kHz / 4 bytes / 8 channels: TALKIES_MAX_AUDIO_SECONDS alone would allow ~177 GB; the byte cap
     (TALKIES_MAX_UPLOAD_BYTES) cuts the utterance and what follows is not held."""
     fmt = {"rate": 384_000, "width": 4, "channels": 8}
-    payload = b"\x01\x02\x03\x04" * (MiB // 4) * 4  # 4 MiB per audio-chunk (the frame limit)
+    chunk = _frame("audio-chunk", fmt, b"\x01\x02\x03\x04" * MiB)  # 4 MiB (the frame limit)
     chunks = 48  # 192 MiB sent
-    process = psutil.Process()
-    with _talkies(_settings(tmp_path, max_upload_bytes=8 * MiB)) as (_, port):
-        async with _client(port) as client:
-            await client.write_event(Describe().event())
-            assert (await _read(client)).type == "info"
-            before = process.memory_info().rss
-            await client.write_event(AudioStart(**fmt).event())
-            for _ in range(chunks):
-                await client.write_event(AudioChunk(audio=payload, **fmt).event())
-            refused = await _read(client)
-            await client.write_event(Describe().event())
-            after_chunks = await _read(client)  # every chunk has been read by the server by now
-            grown = process.memory_info().rss - before
-            await client.write_event(AudioStop().event())
-            await client.write_event(Describe().event())
-            after_stop = await _read(client)
-    assert refused.type == "error"
-    assert refused.data["code"] == "payload_too_large"
-    assert "TALKIES_MAX_UPLOAD_BYTES" in refused.data["text"]
-    assert after_chunks.type == "info"
-    assert after_stop.type == "info"  # audio-stop of a refused utterance answers nothing more
+    with _live(tmp_path, TALKIES_MAX_UPLOAD_BYTES=str(8 * MiB)) as (server, port):
+        process = psutil.Process(server.process.pid)
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(_frame("describe", {}))
+        assert (await _read_frame(reader))["type"] == "info"
+        before = process.memory_info().rss
+        writer.write(_frame("audio-start", fmt))
+        for _ in range(chunks):
+            writer.write(chunk)
+            await writer.drain()
+        refused = await _read_frame(reader)
+        writer.write(_frame("describe", {}))
+        after_chunks = await _read_frame(reader)  # every chunk has been read by the server by now
+        grown = process.memory_info().rss - before
+        writer.write(_frame("audio-stop", {}) + _frame("describe", {}))
+        after_stop = await _read_frame(reader)
+        writer.close()
+    assert refused["type"] == "error"
+    assert refused["data"]["code"] == "payload_too_large"
+    assert "TALKIES_MAX_UPLOAD_BYTES" in refused["data"]["text"]
+    assert after_chunks["type"] == "info"
+    assert after_stop["type"] == "info"  # audio-stop of a refused utterance answers nothing more
     assert grown < 64 * MiB, f"RSS grew {grown / MiB:.0f} MiB for {chunks * 4} MiB sent"
 
 
