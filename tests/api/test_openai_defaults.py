@@ -198,8 +198,8 @@ async def test_without_a_model_name_an_installed_model_answers(tmp_path: Path) -
 
 
 async def test_openai_voice_without_an_alias_speaks_the_default_voice(tmp_path: Path) -> None:
-    """A model whose registry entry maps no OpenAI voices: `alloy` is its default voice, an unknown name
-    is still a 400."""
+    """A model whose registry entry maps no OpenAI voices, reached through `tts-1` or an empty `model`:
+    `alloy` is its default voice. Named by its slug, or with a voice that is not OpenAI's: still a 400."""
     registry = write_registry(
         tmp_path / "models.json", {"formant": {"executor": "espeak", "default_voice": "en-us+klatt"}}
     )
@@ -211,7 +211,11 @@ async def test_openai_voice_without_an_alias_speaks_the_default_voice(tmp_path: 
         openai_voice = await client.post("/v1/audio/speech", json={**body, "voice": "alloy"})
         default = await client.post("/v1/audio/speech", json={**body, "voice": ""})
         unknown = await client.post("/v1/audio/speech", json={**body, "voice": "nobody"})
+        no_model = await client.post("/v1/audio/speech", json={**body, "model": "", "voice": "alloy"})
+        by_slug = await client.post("/v1/audio/speech", json={**body, "model": "formant", "voice": "alloy"})
     assert openai_voice.status_code == 200, openai_voice.text
     assert openai_voice.content == default.content
-    assert unknown.status_code == 400
-    assert unknown.json()["error"]["param"] == "voice"
+    assert no_model.content == default.content
+    for refused in (unknown, by_slug):  # a client that names the model is told its voices
+        assert refused.status_code == 400
+        assert refused.json()["error"]["param"] == "voice"
