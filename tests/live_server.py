@@ -55,7 +55,7 @@ class LiveServer:
             time.sleep(0.1)
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
@@ -67,7 +67,7 @@ def live_server(tmp_path: Path, models: dict[str, dict[str, Any]], **env: str) -
     registry = tmp_path / "live-models.json"
     registry.write_text(json.dumps({"models": models}))
     data_dir = tmp_path / "live-data"
-    port = _free_port()
+    port = free_port()
     environment = {k: v for k, v in os.environ.items() if not k.startswith("TALKIES_")}
     environment.update(
         {

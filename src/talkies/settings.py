@@ -235,6 +235,11 @@ class Settings(BaseSettings):
     wyoming_zeroconf: str = Field("", max_length=63)
     """Announce the Wyoming server over zeroconf under this name (needs the `wyoming-zeroconf` extra).
     Empty: no announcement."""
+    wyoming_max_connections: int = Field(32, ge=1, le=4096)
+    """Open Wyoming connections at most; one more is answered an `error` event and closed."""
+    wyoming_idle_timeout: Duration = Field(120.0, gt=0, le=24 * 3600)
+    """A Wyoming read (an event, or the rest of a half-sent one) that gets no data for this long closes
+    the connection with an `error` event."""
 
     # --- whisper -------------------------------------------------------------------------------------
     whisper_batch_size: int = Field(8, ge=1, le=256)

@@ -27,7 +27,7 @@ from talkies.api.middleware import (
 from talkies.api.proxy import ProcessModelRouter
 from talkies.api.uploads import remove_stale_uploads
 from talkies.device import resolve_device
-from talkies.engines import make_engine_factory
+from talkies.engines import make_engine_factory, model_installed
 from talkies.errors import ConfigError
 from talkies.netpolicy import HostPolicy, UrlAllowlist
 from talkies.pool import Clock, EngineFactory, ModelPool
@@ -54,6 +54,7 @@ def build_registry(settings: Settings, device: str) -> Registry:
         settings.enabled_models,
         default_asr=settings.default_asr_model or None,
         default_tts=settings.default_tts_model or None,
+        installed=functools.partial(model_installed, device=device, models_dir=settings.models_dir),
     )
     unknown = [slug for slug in settings.preload if slug not in registry.models]
     if unknown:

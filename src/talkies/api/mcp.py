@@ -96,6 +96,7 @@ class _Tools:
                     "default_task": spec.default_task if spec.modality == "asr" else None,
                     "default_voice": spec.default_voice,
                     "languages": list(spec.languages),
+                    "default": self.registry.default_slug(spec.kind) == spec.slug,
                     "loaded": self.pool.is_loaded(spec.slug),
                     "available": reason is None,
                     "unavailable_reason": reason,
@@ -206,14 +207,15 @@ def build_mcp_server(app: FastAPI) -> MCPServer:
     @_tool_errors
     async def list_models() -> dict[str, Any]:
         """List the configured models, speech-to-text (modality "asr") and text-to-speech ("tts"), with
-        their executor, default languages / task / voice, and whether each is loaded right now."""
+        their executor, default languages / task / voice, whether each is the default of its kind (used when
+        a tool call names no model) and whether each is loaded right now."""
         return await tools.list_models()
 
     @server.tool()
     @_tool_errors
     async def transcribe(
         file_path: str,
-        model: str,
+        model: str = "",
         language: str | None = None,
         response_format: str = "json",
         diarization: bool = False,
@@ -221,7 +223,8 @@ def build_mcp_server(app: FastAPI) -> MCPServer:
         """Transcribe audio. `file_path` is a path in the staging area (see list_files / put_file) or an
         http(s) URL (downloaded once and cached server-side). `response_format`: json, verbose_json, text,
         srt or vtt; JSON formats come back as a JSON-encoded string, the others raw. `diarization` needs a
-        stereo file (left/right channels become speakers L/R)."""
+        stereo file (left/right channels become speakers L/R). Without `model`: the server's default
+        speech-to-text model."""
         return await tools.transcribe(file_path, model, language, response_format, diarization)
 
     @server.tool(annotations=read_only)
@@ -253,7 +256,7 @@ def build_mcp_server(app: FastAPI) -> MCPServer:
     @_tool_errors
     async def speak(
         text: str,
-        model: str,
+        model: str = "",
         voice: str | None = None,
         response_format: str = "wav",
         speed: float = 1.0,
@@ -261,7 +264,8 @@ def build_mcp_server(app: FastAPI) -> MCPServer:
     ) -> dict[str, Any]:
         """Synthesize `text` with a text-to-speech model into the staging area. Returns the staged `path`
         (default speech/<time>-<id>.<format>), its `format`, `size` and `duration` in seconds; read it
-        with get_file or GET /v1/files/{path}. `response_format`: wav, mp3, flac, opus, aac or pcm."""
+        with get_file or GET /v1/files/{path}. `response_format`: wav, mp3, flac, opus, aac or pcm. Without
+        `model`: the server's default text-to-speech model."""
         return await tools.speak(text, model, voice, response_format, speed, path)
 
     @server.tool(annotations=read_only)

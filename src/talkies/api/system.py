@@ -43,7 +43,7 @@ def model_card(spec: ModelSpec, pool: ModelPool, pulls: PullManager) -> dict[str
         "repo": spec.repo,
         "languages": list(spec.languages),
         "aliases": pool.registry.aliases_of(spec.slug),
-        "default": pool.registry.defaults.get(spec.kind) == spec.slug,
+        "default": pool.registry.default_slug(spec.kind) == spec.slug,
         "name": spec.name,
         "description": spec.description,
         "loaded": pool.is_loaded(spec.slug),

@@ -23,12 +23,15 @@ __all__ = [
     "engine_class",
     "isolation_for",
     "make_engine_factory",
+    "model_installed",
     "required_files",
     "snapshot_patterns",
     "unavailable_reason",
 ]
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from talkies.registry.schema import ModelSpec
     from talkies.settings import Settings
 
@@ -45,6 +48,16 @@ def unavailable_reason(spec: ModelSpec, device: str) -> str | None:
         how = f"pip install 'talkies[{info.extra}]'" if info.extra else "see the README"
         return f"the {info.name!r} executor needs {', '.join(missing)}, which is not installed ({how})"
     return None
+
+
+def model_installed(spec: ModelSpec, device: str, models_dir: Path) -> bool:
+    """Whether `spec` can serve a request here without a download: it can run on this device with the
+    extras installed, and it is weight-free or its snapshot is on disk (a default model is picked by this)."""
+    from talkies.engines.snapshot import snapshot_present
+
+    if unavailable_reason(spec, device) is not None:
+        return False
+    return not EXECUTORS[spec.executor].needs_repo or snapshot_present(models_dir / spec.slug, required_files(spec))
 
 
 def engine_class(executor: str) -> type[Engine]:

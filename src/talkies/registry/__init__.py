@@ -13,16 +13,24 @@ model belongs to one group at most. Macros (`talkies.registry.macros`) are expan
 top-level `healthCheckTimeout`, `unloadTimeout` and `globalTTL` are defaults for the models that do not
 set their own. A file ending in .yaml / .yml is read as a llama-swap config (`talkies.registry.llamaswap`).
 
-Names: a request's `model` may be a slug or one of a model's `aliases` (OpenAI's `whisper-1`, `tts-1`, ...).
-An alias whose model is not enabled (TALKIES_ENABLED_MODELS) goes to the default model of that modality,
-so `whisper-1` keeps working on a server that enabled only pocketsphinx. The default model of a modality
-is TALKIES_DEFAULT_ASR_MODEL / TALKIES_DEFAULT_TTS_MODEL, else the first enabled model of that kind; an
-empty `model` field means it.
+Names (docs/openai.md, "Model names"): a request's `model` is looked up as
+
+1. a slug;
+2. OpenAI's own names (`OPENAI_MODEL_NAMES`: `whisper-1`, `tts-1`, ...) when TALKIES_DEFAULT_ASR_MODEL /
+   TALKIES_DEFAULT_TTS_MODEL names the default of that kind: that model, unless the operator's own registry
+   file (not one talkies ships) gives the name to a model as an alias;
+3. one of a model's `aliases`; an alias whose model is not enabled (TALKIES_ENABLED_MODELS) goes to the
+   default model of that modality, so `whisper-1` keeps working on a server that enabled only pocketsphinx.
+
+The default model of a modality (an empty `model`, Wyoming without a name, MCP without a model) is
+TALKIES_DEFAULT_*_MODEL, else the first enabled model of that kind that is installed (the `installed`
+predicate the app passes in: it can run here without a download), else the first enabled one.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -42,7 +50,31 @@ FILE_DEFAULTS = {
 }
 """Top-level keys that give models a default: top-level name -> model field."""
 
-__all__ = ["GroupSpec", "ModelSpec", "Registry", "RegistryFile", "default_models_file", "load_registry"]
+__all__ = [
+    "OPENAI_MODEL_NAMES",
+    "OPENAI_VOICES",
+    "GroupSpec",
+    "ModelSpec",
+    "Registry",
+    "RegistryFile",
+    "default_models_file",
+    "load_registry",
+]
+
+OPENAI_MODEL_NAMES: dict[str, Modality] = {
+    "whisper-1": "asr",
+    "gpt-4o-transcribe": "asr",
+    "gpt-4o-mini-transcribe": "asr",
+    "tts-1": "tts",
+    "tts-1-hd": "tts",
+    "gpt-4o-mini-tts": "tts",
+}
+"""OpenAI's model names -> their kind: they go to the configured default model of that kind."""
+OPENAI_VOICES = frozenset(
+    ("alloy", "ash", "ballad", "cedar", "coral", "echo", "fable", "marin", "nova", "onyx", "sage",
+     "shimmer", "verse")
+)  # fmt: skip
+"""OpenAI's voice names: a model's `voice_aliases` map them; a model without one speaks its default voice."""
 
 
 @dataclass(frozen=True)
@@ -57,7 +89,14 @@ class Registry:
     orphan_aliases: dict[str, Modality] = field(default_factory=dict)
     """Aliases of catalog models that are not enabled -> their modality (they go to its default model)."""
     defaults: dict[Modality, str] = field(default_factory=dict)
-    """Modality -> default slug (absent when no enabled model has that modality)."""
+    """Modality -> the configured default, else the first enabled model of that kind (absent when no
+    enabled model has that modality). Requests use `default()`, which prefers an installed model."""
+    configured: dict[Modality, str] = field(default_factory=dict)
+    """Modality -> TALKIES_DEFAULT_*_MODEL, where set."""
+    shipped: bool = False
+    """The file is one talkies ships: its aliases of OpenAI's names give way to a configured default."""
+    installed: Callable[[ModelSpec], bool] | None = field(default=None, compare=False)
+    """Whether a model can serve without a download (None: every model counts as installed)."""
     group_specs: dict[str, GroupSpec] = field(default_factory=dict)  # members restricted to enabled models
     start_port: int | None = None  # first port tried for ${PORT}; None = any free port
 
@@ -69,13 +108,17 @@ class Registry:
         return None
 
     def resolve(self, name: str) -> str | None:
-        """The slug `name` stands for (itself, an alias, or an alias of a disabled model: its modality's
-        default); None if unknown."""
+        """The slug `name` stands for (itself, an OpenAI name with a configured default, an alias, or an
+        alias of a disabled model: its modality's default); None if unknown."""
         if name in self.models:
             return name
+        kind = OPENAI_MODEL_NAMES.get(name)
+        declared = name in self.aliases or name in self.orphan_aliases
+        if kind in self.configured and (self.shipped or not declared):
+            return self.configured[kind]
         slug = self.aliases.get(name)
         if slug is None and name in self.orphan_aliases:
-            slug = self.defaults.get(self.orphan_aliases[name])
+            slug = self.default_slug(self.orphan_aliases[name])
         return slug
 
     def get(self, name: str) -> ModelSpec | None:
@@ -84,8 +127,21 @@ class Registry:
         return None if slug is None else self.models[slug]
 
     def default(self, kind: Modality) -> ModelSpec | None:
-        slug = self.defaults.get(kind)
+        slug = self.default_slug(kind)
         return self.models[slug] if slug is not None else None
+
+    def default_slug(self, kind: Modality) -> str | None:
+        """TALKIES_DEFAULT_*_MODEL, else the first installed model of `kind`, else the first of `kind`."""
+        if kind in self.configured:
+            return self.configured[kind]
+        first = None
+        for slug, spec in self.models.items():
+            if spec.kind != kind:
+                continue
+            if self.installed is None or self.installed(spec):
+                return slug
+            first = first or slug
+        return first
 
     def aliases_of(self, slug: str) -> list[str]:
         return [alias for alias, target in self.aliases.items() if target == slug]
@@ -119,6 +175,25 @@ def default_models_file(device: str) -> Path:
     if local.is_file():
         return local
     return Path(str(resources.files("talkies") / "data" / name))
+
+
+def is_shipped_file(path: Path) -> bool:
+    """Whether `path` holds a registry talkies ships (models.json / models-cpu.json, as packaged or in the
+    source tree), byte for byte: a copy the operator edited is their own."""
+    try:
+        content = path.read_bytes()
+    except OSError:
+        return False
+    packaged = resources.files("talkies") / "data"
+    source_tree = Path(__file__).resolve().parents[3]
+    for name in ("models.json", "models-cpu.json"):
+        for candidate in (packaged / name, source_tree / name):
+            try:
+                if candidate.is_file() and candidate.read_bytes() == content:
+                    return True
+            except OSError:
+                continue
+    return False
 
 
 def _format_errors(path: Path, exc: ValidationError) -> str:
@@ -183,10 +258,12 @@ def load_registry(
     *,
     default_asr: str | None = None,
     default_tts: str | None = None,
+    installed: Callable[[ModelSpec], bool] | None = None,
 ) -> Registry:
     """Parse and validate `path`; keep only `enabled` slugs (in that order) when given.
 
-    `default_asr` / `default_tts` (TALKIES_DEFAULT_*_MODEL) must name enabled models of that kind."""
+    `default_asr` / `default_tts` (TALKIES_DEFAULT_*_MODEL) must name enabled models of that kind;
+    `installed` tells which models can serve without a download (it picks the default otherwise)."""
     raw = _read(path)
     if isinstance(raw, dict):
         raw = _file_defaults(expand_macros(raw, f"model registry {path}"))
@@ -227,11 +304,14 @@ def load_registry(
         for name, g in parsed.groups.items()
     }
     defaults: dict[Modality, str] = {}
+    configured: dict[Modality, str] = {}
     wanted_defaults: tuple[tuple[Modality, str | None], ...] = (("asr", default_asr), ("tts", default_tts))
     for kind, wanted in wanted_defaults:
         slug = _pick_default(models, kind, wanted)
         if slug is not None:
             defaults[kind] = slug
+        if wanted:
+            configured[kind] = wanted
     return Registry(
         path=path,
         models=models,
@@ -239,6 +319,9 @@ def load_registry(
         aliases={alias: slug for alias, slug in aliases.items() if slug in models},
         orphan_aliases={alias: catalog[slug].kind for alias, slug in aliases.items() if slug not in models},
         defaults=defaults,
+        configured=configured,
+        shipped=is_shipped_file(path),
+        installed=installed,
         group_specs={k: g for k, g in specs.items() if g.members},
         start_port=parsed.start_port,
     )

@@ -38,7 +38,7 @@ from talkies.errors import (
 )
 from talkies.formats.events import speech_delta, speech_done
 from talkies.pool import ModelPool
-from talkies.registry import ModelSpec, Registry
+from talkies.registry import OPENAI_MODEL_NAMES, OPENAI_VOICES, ModelSpec, Registry
 from talkies.services.blocking import BlockingSteps
 from talkies.services.streams import start_stream
 from talkies.services.transcription import refuse_external
@@ -124,8 +124,9 @@ class SpeechService:
         engine = self._catalog_engine(spec)
         speed = check_speed(options.speed)
         asked = options.voice.strip() if options.voice else ""
-        voice = spec.voice_aliases.get(asked, asked) if asked else self._default_voice(engine)
-        self._check_voice(spec, engine, voice)
+        # a client that named no model, or OpenAI's, cannot know the voices of the model it got
+        openai_request = not options.model.strip() or options.model in OPENAI_MODEL_NAMES
+        voice = self._pick_voice(spec, engine, asked, openai_fallback=openai_request)
         request = SpeechRequest(
             text=options.input,
             voice=voice,
@@ -176,6 +177,22 @@ class SpeechService:
         if voices:
             return voices[0].name
         raise UnknownVoiceError("this model has no voices to speak with", param="voice")
+
+    def _pick_voice(self, spec: ModelSpec, engine: Engine, asked: str, *, openai_fallback: bool) -> str:
+        """The voice `asked` names, through the model's `voice_aliases`; nothing asked is the default voice.
+        With `openai_fallback` (the request named OpenAI's model or none), an OpenAI voice name (`alloy`,
+        ...) the model has neither as a voice nor as an alias speaks its default voice."""
+        if not asked:
+            return self._default_voice(engine)
+        voice = spec.voice_aliases.get(asked, asked)
+        try:
+            self._check_voice(spec, engine, voice)
+        except UnknownVoiceError:
+            if not openai_fallback or asked not in OPENAI_VOICES or asked in spec.voice_aliases:
+                raise
+            voice = self._default_voice(engine)
+            self._check_voice(spec, engine, voice)
+        return voice
 
     def _check_voice(self, spec: ModelSpec, engine: Engine, voice: str) -> None:
         check = getattr(engine, "check_voice", None)

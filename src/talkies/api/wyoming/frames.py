@@ -1,13 +1,13 @@
 """Wyoming framing and audio, without the server: a bounded event reader (a header line, a data block or
-a payload over the limits is refused as `ProtocolError` instead of being read into memory), the audio
-format of `audio-start` / `audio-chunk`, raw PCM to the 16 kHz mono float32 the ASR engines take, and
-re-cutting synthesized PCM into `audio-chunk` pieces."""
+a payload over the limits is refused as `ProtocolError` instead of being read into memory, and every read
+has an idle timeout), the audio format of `audio-start` / `audio-chunk`, raw PCM to the 16 kHz mono
+float32 the ASR engines take, and re-cutting synthesized PCM into `audio-chunk` pieces."""
 
 from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -27,6 +27,10 @@ MAX_PAYLOAD_BYTES = 4 * 1024 * 1024  # one audio-chunk; Home Assistant sends ~2 
 
 class ProtocolError(BadRequestError):
     """A malformed or oversized Wyoming event."""
+
+
+class IdleTimeoutError(ProtocolError):
+    """The client sent nothing for TALKIES_WYOMING_IDLE_TIMEOUT within one read."""
 
 
 async def rechunk(stream: AsyncIterator[bytes], size: int) -> AsyncIterator[bytes]:
@@ -59,27 +63,40 @@ def audio_format(data: dict[str, Any]) -> tuple[int, int, int]:
     return rate, width, channels
 
 
-def to_asr_pcm(data: bytes, rate: int, width: int, channels: int) -> PCM:
-    """Raw little-endian PCM (8-bit unsigned, 16- or 32-bit signed, interleaved) -> 16 kHz mono float32."""
+def to_asr_pcm(data: bytes | bytearray, rate: int, width: int, channels: int) -> PCM:
+    """Raw little-endian PCM (8-bit unsigned, 16- or 32-bit signed, interleaved) -> 16 kHz mono float32.
+
+    One float32 array of the mono signal is made (channels are averaged straight from the integers) and
+    scaled in place; the raw bytes are read where they lie, not copied."""
     from talkies.audio.encode import resample
 
     usable = len(data) - len(data) % (width * channels)
+    dtype = np.dtype("u1" if width == 1 else f"<i{width}")
+    with memoryview(data) as view:
+        raw = np.frombuffer(view[:usable], dtype=dtype)
+        mono: PCM
+        if channels > 1:
+            mono = raw.reshape(-1, channels).mean(axis=1, dtype=np.float32)
+        else:
+            mono = raw.astype(np.float32)
+        del raw  # releases the view, so the caller may resize or drop `data`
     if width == 1:
-        samples = (np.frombuffer(data[:usable], dtype=np.uint8).astype(np.float32) - 128.0) / 128.0
-    elif width == 2:
-        samples = np.frombuffer(data[:usable], dtype="<i2").astype(np.float32) / 32768.0
+        mono -= 128.0
+        mono *= 1.0 / 128.0
     else:
-        samples = np.frombuffer(data[:usable], dtype="<i4").astype(np.float32) / 2147483648.0
-    mono = samples.reshape(-1, channels).mean(axis=1) if channels > 1 else samples
-    return resample(mono.astype(np.float32), rate, ASR_SAMPLE_RATE)
+        mono *= 1.0 / float(1 << (8 * width - 1))
+    if rate == ASR_SAMPLE_RATE:
+        return mono
+    return resample(mono, rate, ASR_SAMPLE_RATE)
 
 
-async def read_event(reader: asyncio.StreamReader) -> Event | None:
-    """One Wyoming event, or None at the end of the stream. Refuses oversized or malformed frames."""
+async def read_event(reader: asyncio.StreamReader, idle_timeout: float) -> Event | None:
+    """One Wyoming event, or None at the end of the stream. Refuses oversized or malformed frames, and a
+    client that sends nothing for `idle_timeout` seconds within one read (a half-sent frame included)."""
     from wyoming.event import Event
 
     try:
-        line = await reader.readline()
+        line = await _idle(reader.readline(), idle_timeout)
     except (ValueError, asyncio.LimitOverrunError):
         raise ProtocolError(f"event header longer than {MAX_HEADER_BYTES} bytes") from None
     if not line:
@@ -97,14 +114,24 @@ async def read_event(reader: asyncio.StreamReader) -> Event | None:
     payload_length = _length(header, "payload_length", MAX_PAYLOAD_BYTES)
     if data_length:
         try:
-            extra = json.loads(await reader.readexactly(data_length))
+            extra = json.loads(await _idle(reader.readexactly(data_length), idle_timeout))
         except ValueError:
             raise ProtocolError("event data block is not JSON") from None
         if not isinstance(extra, dict):
             raise ProtocolError("event data block must be an object")
         data.update(extra)
-    payload = await reader.readexactly(payload_length) if payload_length else None
+    payload = await _idle(reader.readexactly(payload_length), idle_timeout) if payload_length else None
     return Event(type=header["type"], data=data, payload=payload)
+
+
+async def _idle(read: Coroutine[Any, Any, bytes], seconds: float) -> bytes:
+    try:
+        async with asyncio.timeout(seconds):
+            return await read
+    except TimeoutError:
+        raise IdleTimeoutError(
+            f"no data from the client for {seconds:g}s (TALKIES_WYOMING_IDLE_TIMEOUT): closing"
+        ) from None
 
 
 def _length(header: dict[str, Any], key: str, limit: int) -> int:

@@ -17,6 +17,12 @@ being read into memory.
   `synthesize-stopped`; a `synthesize` inside a stream (the backwards-compatible copy) is ignored.
 - Every failure answers `error{text, code}`; the connection stays open unless the stream is unreadable.
 
+Bounds (nothing a client sends can stall the event loop or grow without limit): at most
+TALKIES_WYOMING_MAX_CONNECTIONS connections (one more is answered `error` and closed), every read ends
+after TALKIES_WYOMING_IDLE_TIMEOUT without data, frames are size-capped (`frames`), and what a connection
+holds between events is capped (`buffers`). The connection itself is `connection.Connection`; the
+catalog (`describe`, voices, default models) is `catalog.WyomingCatalog`.
+
 Wyoming has no authentication: bind it to an interface only trusted clients reach (docs/wyoming.md).
 """
 
@@ -25,28 +31,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
-from talkies import __version__
-from talkies.api.wyoming.frames import (
-    MAX_HEADER_BYTES,
-    ProtocolError,
-    audio_format,
-    read_event,
-    rechunk,
-    to_asr_pcm,
-)
-from talkies.engines.base import TTS_SAMPLE_RATE
-from talkies.errors import BadRequestError, ConfigError, TalkiesError
-from talkies.services.speech import SpeechOptions
-from talkies.services.transcription import TranscriptionOptions
+from talkies.api.wyoming.catalog import WyomingCatalog
+from talkies.api.wyoming.connection import Connection
+from talkies.api.wyoming.frames import MAX_HEADER_BYTES
+from talkies.errors import ConfigError
 
 if TYPE_CHECKING:
-    from wyoming.event import Event
-
     from talkies.pool import ModelPool
     from talkies.registry import Registry
     from talkies.services.speech import SpeechService
@@ -54,24 +47,6 @@ if TYPE_CHECKING:
     from talkies.settings import Settings
 
 log = logging.getLogger("talkies.api.wyoming")
-
-SAMPLES_PER_CHUNK = 2048  # audio-chunk size for synthesized speech (~85 ms at 24 kHz)
-_SENTENCE_END = re.compile(r"(?<=[.!?…。！？])\s+")
-_TALKIES = {"name": "talkies", "url": ""}
-
-
-@dataclass(slots=True)
-class _AudioIn:
-    rate: int
-    width: int
-    channels: int
-    data: bytearray = field(default_factory=bytearray)
-
-
-@dataclass(slots=True)
-class _SynthStream:
-    voice: dict[str, Any] | None
-    pending: str = ""
 
 
 class WyomingServer:
@@ -93,6 +68,7 @@ class WyomingServer:
         self.transcription = transcription
         self.speech = speech
         self.settings = settings
+        self.catalog = WyomingCatalog(registry, pool, speech, settings)
         self._server: asyncio.Server | None = None
         self._connections: set[asyncio.Task[None]] = set()
         self._zeroconf: Any = None
@@ -166,10 +142,13 @@ class WyomingServer:
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
-        self._connections.add(task)
         peer = writer.get_extra_info("peername")
+        if len(self._connections) >= self.settings.wyoming_max_connections:
+            await self._refuse(writer, peer)
+            return
+        self._connections.add(task)
         try:
-            await _Connection(self, reader, writer).run()
+            await Connection(self, reader, writer).run()
         except (ConnectionError, asyncio.IncompleteReadError):
             log.info("wyoming: client %s went away", peer)
         except asyncio.CancelledError:
@@ -180,282 +159,22 @@ class WyomingServer:
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
 
-    # --- what the server offers ------------------------------------------------------------------------
+    async def _refuse(self, writer: asyncio.StreamWriter, peer: Any) -> None:
+        from wyoming.event import Event, async_write_event
 
-    def default_model(self, modality: str) -> str:
-        for slug, spec in self.registry.models.items():
-            if spec.kind == modality and self.pool.unavailable_reason(slug) is None:
-                return slug
-        kind = "speech-to-text" if modality == "asr" else "text-to-speech"
-        raise BadRequestError(f"no {kind} model is available on this server")
-
-    def describe(self) -> dict[str, Any]:
-        """The `info` event's data: rebuilt on every call."""
-        from talkies.engines import engine_class
-        from talkies.engines.snapshot import snapshot_present
-        from talkies.registry.schema import EXECUTORS
-
-        asr_models = []
-        for slug, spec in self.registry.models.items():
-            if spec.kind != "asr":
-                continue
-            languages = list(spec.languages)
-            if not languages and spec.default_source_lang:
-                languages = [spec.default_source_lang]
-            if not languages:
-                with contextlib.suppress(LookupError, ImportError):
-                    languages = list(getattr(engine_class(spec.executor), "supported_languages", ()))
-            present = not EXECUTORS[spec.executor].needs_repo or snapshot_present(
-                self.settings.models_dir / slug
-            )
-            asr_models.append(
-                {
-                    "name": slug,
-                    "attribution": _attribution(spec.repo, spec.executor),
-                    "installed": present and self.pool.unavailable_reason(slug) is None,
-                    "description": spec.description or f"{slug} ({spec.executor})",
-                    "version": __version__,
-                    "languages": languages,
-                }
-            )
-        voices = []
-        for entry in self.speech.voices():
-            voices.append(
-                {
-                    "name": f"{entry.model}/{entry.voice}",
-                    "attribution": _attribution(self.registry.models[entry.model].repo, entry.model),
-                    "installed": True,
-                    "description": f"{entry.voice} ({entry.model})",
-                    "version": __version__,
-                    "languages": list(entry.languages),
-                    "speakers": None,
-                }
-            )
-        program = {"attribution": _TALKIES, "installed": True, "version": __version__}
-        return {
-            "asr": [
-                {
-                    **program,
-                    "name": "talkies-asr",
-                    "description": "talkies speech-to-text",
-                    "models": asr_models,
-                    "supports_transcript_streaming": True,
-                    "requires_external_vad": True,
-                    "prefers_auto_gain_enabled": True,
-                    "prefers_noise_reduction_enabled": True,
-                }
-            ],
-            "tts": [
-                {
-                    **program,
-                    "name": "talkies-tts",
-                    "description": "talkies text-to-speech",
-                    "voices": voices,
-                    "supports_synthesize_streaming": True,
-                }
-            ],
-            "handle": [],
-            "intent": [],
-            "wake": [],
-            "mic": [],
-            "snd": [],
-        }
-
-
-class _Connection:
-    """One client: reads events, answers them in order."""
-
-    def __init__(self, server: WyomingServer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
-        self.server = server
-        self.reader = reader
-        self.writer = writer
-        self.transcribe: dict[str, Any] = {}  # the last `transcribe` event's data
-        self.audio: _AudioIn | None = None
-        self.synth: _SynthStream | None = None
-
-    async def run(self) -> None:
-        from wyoming.event import Event
-
-        while True:
-            try:
-                event = await read_event(self.reader)
-            except ProtocolError as exc:
-                await self.error(exc)
-                return  # the stream position is unknown after a bad frame: close
-            if event is None:
-                return
-            try:
-                await self.handle(event)
-            except TalkiesError as exc:
-                self.audio = None
-                await self.error(exc)
-            except Exception as exc:
-                log.exception("wyoming: %s failed", event.type)
-                self.audio = None
-                await self.send(
-                    Event("error", {"text": f"internal error: {type(exc).__name__}", "code": "server_error"})
+        limit = self.settings.wyoming_max_connections
+        log.warning("wyoming: refused %s: %d connections open (TALKIES_WYOMING_MAX_CONNECTIONS)", peer, limit)
+        text = (
+            f"too many Wyoming connections: {limit} are open (TALKIES_WYOMING_MAX_CONNECTIONS); retry later"
+        )
+        try:
+            async with asyncio.timeout(5):  # a client that reads nothing does not hold this task
+                await async_write_event(
+                    Event("error", {"text": text, "code": "too_many_connections"}), writer
                 )
-
-    async def send(self, event: Event) -> None:
-        from wyoming.event import async_write_event
-
-        await async_write_event(event, self.writer)
-
-    async def error(self, exc: TalkiesError) -> None:
-        from wyoming.event import Event
-
-        from talkies.api.errors import error_code
-
-        log.info("wyoming: error %s: %s", error_code(exc), exc.message)
-        await self.send(Event("error", {"text": exc.message, "code": error_code(exc)}))
-
-    async def handle(self, event: Event) -> None:
-        from wyoming.event import Event
-
-        kind = event.type
-        if kind == "describe":
-            await self.send(Event("info", self.server.describe()))
-        elif kind == "ping":
-            await self.send(Event("pong", {"text": event.data.get("text")}))
-        elif kind == "select-program":
-            pass  # one program per domain: nothing to select
-        elif kind == "transcribe":
-            self.transcribe = dict(event.data)
-        elif kind == "audio-start":
-            self.audio = _AudioIn(*audio_format(event.data))
-        elif kind == "audio-chunk":
-            await self.on_audio_chunk(event)
-        elif kind == "audio-stop":
-            await self.on_audio_stop()
-        elif kind == "synthesize":
-            if self.synth is None:  # inside a stream it is the backwards-compatible copy: ignored
-                await self.speak(str(event.data.get("text") or ""), event.data.get("voice"))
-        elif kind == "synthesize-start":
-            self.synth = _SynthStream(voice=event.data.get("voice"))
-        elif kind == "synthesize-chunk":
-            await self.on_synth_chunk(str(event.data.get("text") or ""))
-        elif kind == "synthesize-stop":
-            await self.on_synth_stop()
-        else:
-            log.debug("wyoming: ignoring %s", kind)  # the protocol says: drop events you do not know
-
-    # --- speech to text --------------------------------------------------------------------------------
-
-    async def on_audio_chunk(self, event: Event) -> None:
-        if self.audio is None:  # a client that skipped audio-start: take the chunk's own format
-            self.audio = _AudioIn(*audio_format(event.data))
-        audio = self.audio
-        if audio_format(event.data) != (audio.rate, audio.width, audio.channels):
-            raise ProtocolError("audio-chunk format differs from audio-start; convert before sending")
-        payload = event.payload or b""
-        limit = self.server.settings.max_audio_seconds * audio.rate * audio.width * audio.channels
-        if len(audio.data) + len(payload) > limit:
-            self.audio = None
-            raise BadRequestError(
-                f"audio longer than {self.server.settings.max_audio_seconds:g}s (TALKIES_MAX_AUDIO_SECONDS)"
-            )
-        audio.data += payload
-
-    async def on_audio_stop(self) -> None:
-        from wyoming.event import Event
-
-        audio, self.audio = self.audio, None
-        request, self.transcribe = self.transcribe, {}
-        model = str(request.get("name") or "") or self.server.default_model("asr")
-        language = str(request.get("language") or "") or None
-        if audio is None or not audio.data:
-            self.server.transcription.validate(TranscriptionOptions(model=model, language=language))
-            await self.send(Event("transcript", {"text": "", "language": language}))
-            return
-        pcm = await asyncio.to_thread(to_asr_pcm, bytes(audio.data), audio.rate, audio.width, audio.channels)
-        options = TranscriptionOptions(model=model, language=language, response_format="verbose_json")
-        transcript = await self.server.transcription.transcribe_pcm(pcm, options)
-        result = transcript.result
-        language = result.language or language
-        await self.send(Event("transcript-start", {"language": language}))
-        for segment in result.segments:
-            if segment.text.strip():
-                await self.send(Event("transcript-chunk", {"text": segment.text}))
-        await self.send(Event("transcript", {"text": result.text.strip(), "language": language}))
-        await self.send(Event("transcript-stop"))
-
-    # --- text to speech --------------------------------------------------------------------------------
-
-    async def on_synth_chunk(self, text: str) -> None:
-        if self.synth is None:
-            raise ProtocolError("synthesize-chunk without synthesize-start")
-        self.synth.pending += text
-        *complete, rest = _SENTENCE_END.split(self.synth.pending)
-        self.synth.pending = rest
-        for sentence in complete:
-            if sentence.strip():
-                await self.speak(sentence, self.synth.voice)
-
-    async def on_synth_stop(self) -> None:
-        from wyoming.event import Event
-
-        stream, self.synth = self.synth, None
-        if stream is None:
-            raise ProtocolError("synthesize-stop without synthesize-start")
-        if stream.pending.strip():
-            await self.speak(stream.pending, stream.voice)
-        await self.send(Event("synthesize-stopped"))
-
-    async def speak(self, text: str, voice: Any) -> None:
-        """One utterance: audio-start, chunks as the engine produces them, audio-stop."""
-        from wyoming.event import Event
-
-        model, voice_name = self.resolve_voice(voice)
-        options = SpeechOptions(model=model, input=text, voice=voice_name, response_format="pcm")
-        plan = await asyncio.to_thread(self.server.speech.validate, options)
-        fmt = {"rate": TTS_SAMPLE_RATE, "width": 2, "channels": 1}
-        started = False
-        async for pcm in rechunk(self.server.speech.stream(plan), SAMPLES_PER_CHUNK * 2):
-            if not started:
-                await self.send(Event("audio-start", {**fmt, "timestamp": 0}))
-                started = True
-            await self.send(Event("audio-chunk", fmt, payload=pcm))
-        if not started:
-            await self.send(Event("audio-start", {**fmt, "timestamp": 0}))
-        await self.send(Event("audio-stop", {"timestamp": None}))
-        log.info("wyoming: spoke %d characters with %s/%s", len(text), model, plan.request.voice)
-
-    def resolve_voice(self, voice: Any) -> tuple[str, str | None]:
-        """(model, voice) from a Wyoming voice {name, language, speaker}. Names are `<model>/<voice>`; a
-        bare model name takes its default voice; a bare voice is looked up in every TTS model."""
-        voice = voice if isinstance(voice, dict) else {}
-        if voice.get("speaker"):
-            raise BadRequestError(
-                "voice speakers are not used by talkies: every speaker is a voice of its own, "
-                "name it as <model>/<voice> (see `describe`)"
-            )
-        name = str(voice.get("name") or "").strip()
-        models = self.server.registry.models
-        if name:
-            model, slash, rest = name.partition("/")
-            if slash and model in models:
-                return model, rest
-            if name in models:
-                return name, None
-            for entry in self.server.speech.voices():
-                if entry.voice == name:
-                    return entry.model, name
-            raise BadRequestError(f"unknown voice {name!r}; name voices as <model>/<voice> (see `describe`)")
-        language = str(voice.get("language") or "").strip().lower()
-        if language:
-            entries = self.server.speech.voices()
-            base = language.split("-")[0]
-            for exact in (True, False):  # "en-us" first, then any "en-*"
-                for entry in entries:
-                    langs = [lang.lower() for lang in entry.languages]
-                    if (language in langs) if exact else any(lang.split("-")[0] == base for lang in langs):
-                        return entry.model, entry.voice
-            raise BadRequestError(f"no voice speaks language {language!r}")
-        return self.server.default_model("tts"), None
-
-
-def _attribution(repo: str | None, fallback: str) -> dict[str, str]:
-    """Who made a model: its hub repository when it has one (Home Assistant shows this)."""
-    if repo:
-        return {"name": repo.split("/")[0], "url": f"https://huggingface.co/{repo}"}
-    return {"name": fallback, "url": ""}
+        except (ConnectionError, TimeoutError):
+            pass
+        finally:
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
