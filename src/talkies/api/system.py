@@ -124,7 +124,12 @@ async def get_model(model_id: str, pool: PoolDep, pulls: PullsDep) -> dict[str, 
 @router.get("/api/ps", responses=errors(GUARDED))
 async def ps(pool: PoolDep, pulls: PullsDep) -> dict[str, Any]:
     pulling = {slug: pull.progress() for slug, pull in pulls.in_flight().items()}
-    return {"models": pool.ps(), "memory": pool.memory_summary(), "failed": pool.failed_loads(), "pulls": pulling}
+    return {
+        "models": pool.ps(),
+        "memory": pool.memory_summary(),
+        "failed": pool.failed_loads(),
+        "pulls": pulling,
+    }
 
 
 @router.post("/api/ps/{model_id:path}", responses=errors(WRITE_GUARDED, RUNS_MODEL, 422))

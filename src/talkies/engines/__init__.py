@@ -57,7 +57,9 @@ def model_installed(spec: ModelSpec, device: str, models_dir: Path) -> bool:
 
     if unavailable_reason(spec, device) is not None:
         return False
-    return not EXECUTORS[spec.executor].needs_repo or snapshot_present(models_dir / spec.slug, required_files(spec))
+    return not EXECUTORS[spec.executor].needs_repo or snapshot_present(
+        models_dir / spec.slug, required_files(spec)
+    )
 
 
 def engine_class(executor: str) -> type[Engine]:
