@@ -126,6 +126,7 @@ class ModelServer:
         self.pool = ModelPool(registry, settings, device=device, engine_factory=counting)
         context = serve.get_replica_context()
         self.replica = context.replica_id.unique_id
+        self.actor = context.replica_id.to_full_id_str()  # the replica's actor name (namespace "serve")
         self.deployment = context.deployment
         self.node = ray.get_runtime_context().get_node_id()
 
@@ -198,6 +199,7 @@ class ModelServer:
             )
         return {
             "replica": self.replica,
+            "actor": self.actor,
             "deployment": self.deployment,
             "node": self.node,
             "pid": os.getpid(),
