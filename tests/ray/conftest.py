@@ -23,6 +23,7 @@ APP = "talkies"
 @dataclass(frozen=True)
 class RayServe:
     url: str  # Serve's HTTP proxy, http://127.0.0.1:PORT
+    address: str  # the Ray cluster's, for `talkies serve --ray --address`
 
 
 def _free_port() -> int:
@@ -49,7 +50,7 @@ def ray_serve() -> Iterator[RayServe]:
         ray.init(address=cluster.address, logging_level="warning", log_to_driver=False)
         port = _free_port()
         serve.start(http_options={"host": "127.0.0.1", "port": port, "location": "HeadOnly"})
-        yield RayServe(url=f"http://127.0.0.1:{port}")
+        yield RayServe(url=f"http://127.0.0.1:{port}", address=cluster.address)
     finally:
         with contextlib.suppress(Exception):
             serve.shutdown()
@@ -93,4 +94,4 @@ def replica_states(deployment: str = "talkies-models-cpu") -> list[dict[str, Any
     from ray import serve
 
     handle = serve.get_deployment_handle(deployment, app_name=APP)
-    return [s for s in handle.broadcast("state").results(timeout_s=60) if isinstance(s, dict)]
+    return [s for s in handle.broadcast("state").results(timeout_s=60, return_exceptions=True) if isinstance(s, dict)]

@@ -164,8 +164,12 @@ def test_a_replica_killed_under_requests_fails_them_cleanly_and_a_new_one_serves
         running = deployment.replica_states.get("RUNNING", 0)
         return bool(deployment.status == "HEALTHY" and running == 2)
 
+    def seen_by_handles() -> bool:  # this process's handle learns of the new replica a moment later
+        live = {s["replica"] for s in replica_states()}
+        return len(live) == 2 and victim["replica"] not in live
+
     _wait_for(replaced, "Serve to replace the killed replica")
+    _wait_for(seen_by_handles, "the new replica to answer broadcasts")
     response = transcribe(url, A, clip)
     assert response.status_code == 200 and "weather" in response.json()["text"]
-    replicas = {s["replica"] for s in replica_states()}
-    assert victim["replica"] not in replicas and len(replicas) == 2
+    assert holders()[A] and victim["replica"] not in holders()[A]
