@@ -84,7 +84,9 @@ def ray_cluster(num_cpus: int) -> Iterator[int]:
     import ray
     from ray import serve
 
-    os.environ["PYTHONPATH"] = os.pathsep.join([str(ROOT / "src"), str(ROOT), os.environ.get("PYTHONPATH", "")])
+    os.environ["PYTHONPATH"] = os.pathsep.join(
+        [str(ROOT / "src"), str(ROOT), os.environ.get("PYTHONPATH", "")]
+    )
     os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
     ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False, logging_level="warning")
     port = free_port()
@@ -99,7 +101,6 @@ def ray_cluster(num_cpus: int) -> Iterator[int]:
 @contextlib.contextmanager
 def on_ray(tmp: Path, port: int, replicas: int) -> Iterator[str]:
     from ray import serve
-
     from talkies.ray.app import APP_NAME, build_app
     from talkies.settings import load_settings
 
@@ -141,7 +142,7 @@ def concurrent_load(url: str, clip: bytes, requests: int) -> dict[str, float]:
     return {
         "throughput": requests / wall,
         "p50_ms": 1000 * statistics.median(latencies),
-        "p95_ms": 1000 * latencies[max(0, int(round(0.95 * len(latencies))) - 1)],
+        "p95_ms": 1000 * latencies[max(0, round(0.95 * len(latencies)) - 1)],
     }
 
 
@@ -192,7 +193,10 @@ def main() -> None:
                     results[f"Ray Serve, {replicas} model-server replica(s)"] = measure(url, clip, args)
     base = results["single process"]
     print(f"\nconcurrency {CONCURRENCY}: {args.requests} transcriptions; concurrency 1: {args.rounds} rounds")
-    print("| server | req/s at c=8 | p50 ms | p95 ms | speech 'Hi.' c=1 ms | vs single | GET /healthz ms | vs single |")
+    print(
+        "| server | req/s at c=8 | p50 ms | p95 ms | speech 'Hi.' c=1 ms | vs single "
+        "| GET /healthz ms | vs single |"
+    )
     print("|---|---|---|---|---|---|---|---|")
     for label, row in results.items():
         print(

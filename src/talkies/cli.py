@@ -164,7 +164,9 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="deploy on Ray Serve instead (the talkies[ray] extra; docs/scale-out.md)",
     )
-    serve.add_argument("--address", help="with --ray: the Ray cluster to join (overrides TALKIES_RAY_ADDRESS)")
+    serve.add_argument(
+        "--address", help="with --ray: the Ray cluster to join (overrides TALKIES_RAY_ADDRESS)"
+    )
     sub.add_parser("models", help="list the enabled models and whether each can run here")
     pull = sub.add_parser(
         "pull",

@@ -35,9 +35,10 @@ def _free_port() -> int:
 @pytest.fixture(scope="session")
 def ray_serve() -> Iterator[RayServe]:
     pytest.importorskip("ray.serve", reason="the talkies[ray] extra is not installed")
+    from ray.cluster_utils import Cluster
+
     import ray
     from ray import serve
-    from ray.cluster_utils import Cluster
 
     # Ray's worker processes import talkies (and tests.ray.engines) from this checkout.
     saved = {k: os.environ.get(k) for k in ("PYTHONPATH", "RAY_USAGE_STATS_ENABLED")}
@@ -67,7 +68,6 @@ def ray_serve() -> Iterator[RayServe]:
 def deploy(ray_serve: RayServe, settings: Any, **kwargs: Any) -> Iterator[str]:
     """Run the talkies application for `settings` (kwargs go to `build_app`) until the block ends."""
     from ray import serve
-
     from talkies.ray.app import build_app
 
     serve.run(build_app(settings, **kwargs), name=APP, route_prefix="/")
@@ -94,4 +94,8 @@ def replica_states(deployment: str = "talkies-models-cpu") -> list[dict[str, Any
     from ray import serve
 
     handle = serve.get_deployment_handle(deployment, app_name=APP)
-    return [s for s in handle.broadcast("state").results(timeout_s=60, return_exceptions=True) if isinstance(s, dict)]
+    return [
+        s
+        for s in handle.broadcast("state").results(timeout_s=60, return_exceptions=True)
+        if isinstance(s, dict)
+    ]

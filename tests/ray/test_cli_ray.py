@@ -63,7 +63,8 @@ def test_talkies_serve_ray_deploys_on_the_cluster_and_removes_itself_on_sigterm(
             json={"model": "cli-voice", "input": "deployed by the command line", "response_format": "wav"},
             timeout=120,
         )
-        assert speech.status_code == 200 and speech.content[:4] == b"RIFF"
+        assert speech.status_code == 200
+        assert speech.content[:4] == b"RIFF"
         process.send_signal(signal.SIGTERM)
         assert process.wait(120) == 0
     finally:

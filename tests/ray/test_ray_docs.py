@@ -47,10 +47,16 @@ def test_the_rayservice_manifest_has_kuberays_v1_shape() -> None:
     pods = [cluster["headGroupSpec"]["template"]] + [g["template"] for g in cluster["workerGroupSpecs"]]
     for pod in pods:
         (container,) = pod["spec"]["containers"]
-        assert container["name"] and container["image"]
-        claims = [v["persistentVolumeClaim"]["claimName"] for v in pod["spec"]["volumes"] if "persistentVolumeClaim" in v]
+        assert container["name"]
+        assert container["image"]
+        claims = [
+            v["persistentVolumeClaim"]["claimName"]
+            for v in pod["spec"]["volumes"]
+            if "persistentVolumeClaim" in v
+        ]
         assert claims == ["talkies-data"]  # TALKIES_DATA_DIR on storage every pod mounts
     gpu = next(g for g in cluster["workerGroupSpecs"] if g["groupName"] == "gpu")
     assert gpu["template"]["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "1"
     for group in cluster["workerGroupSpecs"]:
-        assert isinstance(group["minReplicas"], int) and group["minReplicas"] <= group["maxReplicas"]
+        assert isinstance(group["minReplicas"], int)
+        assert group["minReplicas"] <= group["maxReplicas"]

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import anyio
 import httpx
 import openai
 import pytest
@@ -86,7 +87,12 @@ def test_speaks_and_transcribes_the_readme_example(sdk: openai.OpenAI, tmp_path:
 
 
 def test_streamed_speech_is_the_plain_speech(sdk: openai.OpenAI) -> None:
-    body = {"model": ESPEAK, "voice": "alloy", "input": "One sentence. And another one.", "response_format": "pcm"}
+    body = {
+        "model": ESPEAK,
+        "voice": "alloy",
+        "input": "One sentence. And another one.",
+        "response_format": "pcm",
+    }
     plain = sdk.audio.speech.create(**body).content
     with sdk.audio.speech.with_streaming_response.create(**body, extra_body={"stream_format": "audio"}) as r:
         assert r.status_code == 200
@@ -98,7 +104,9 @@ def test_streamed_speech_is_the_plain_speech(sdk: openai.OpenAI) -> None:
 @pytest.mark.parametrize("model", [SPHINX, WHISPER])
 def test_streamed_transcription_adds_up_to_the_plain_one(sdk: openai.OpenAI, clip: Path, model: str) -> None:
     with clip.open("rb") as f:
-        plain = sdk.audio.transcriptions.create(model=model, file=f, temperature=0 if model == WHISPER else None)
+        plain = sdk.audio.transcriptions.create(
+            model=model, file=f, temperature=0 if model == WHISPER else None
+        )
     with clip.open("rb") as f:
         kwargs: dict[str, Any] = {"temperature": 0} if model == WHISPER else {}
         events = list(sdk.audio.transcriptions.create(model=model, file=f, stream=True, **kwargs))
@@ -113,7 +121,8 @@ def test_whisper_answers_verbose_json_from_a_model_server(sdk: openai.OpenAI, cl
             model=WHISPER, file=f, response_format="verbose_json", temperature=0
         )
     assert verbose.duration == pytest.approx(3.0, abs=0.05)
-    assert verbose.segments and all(0 <= s.start <= s.end <= 3.05 for s in verbose.segments)
+    assert verbose.segments
+    assert all(0 <= s.start <= s.end <= 3.05 for s in verbose.segments)
 
 
 def test_readyz_and_ps_come_from_the_model_server_replicas(url: str, sdk: openai.OpenAI) -> None:
@@ -124,7 +133,8 @@ def test_readyz_and_ps_come_from_the_model_server_replicas(url: str, sdk: openai
     assert len(states) == 2
     holders = {s["replica"] for s in states if any(m["model"] == ESPEAK for m in s["models"])}
     espeak_rows = [r for r in rows if r["model"] == ESPEAK]
-    assert holders and {r["replica"] for r in espeak_rows} == holders
+    assert holders
+    assert {r["replica"] for r in espeak_rows} == holders
     assert all(r["loaded"] and r["deployment"] == "talkies-models-cpu" and r["node"] for r in espeak_rows)
 
 
@@ -171,7 +181,11 @@ def _cases(clip: bytes) -> list[tuple[str, str, dict[str, Any]]]:
         (
             "POST",
             "/v1/audio/transcriptions",
-            {"data": {"model": SPHINX, "response_format": "docx"}, "files": {"file": ("a.wav", clip)}, "headers": AUTH},
+            {
+                "data": {"model": SPHINX, "response_format": "docx"},
+                "files": {"file": ("a.wav", clip)},
+                "headers": AUTH,
+            },
         ),
         (
             "POST",
@@ -193,7 +207,7 @@ def _comparable(response: httpx.Response) -> tuple[int, Any, str | None]:
 async def test_auth_and_4xx_answers_match_the_single_process_server(
     url: str, settings: Settings, clip: Path
 ) -> None:
-    cases = _cases(clip.read_bytes())
+    cases = _cases(await anyio.Path(clip).read_bytes())
     local: list[tuple[int, Any, str | None]] = []
     async with asgi_client(create_app(settings)) as client:
         for method, path, kwargs in cases:
@@ -202,5 +216,21 @@ async def test_auth_and_4xx_answers_match_the_single_process_server(
     async with httpx.AsyncClient(base_url=url, timeout=120) as client:
         for method, path, kwargs in cases:
             on_ray.append(_comparable(await client.request(method, path, **kwargs)))
-    assert [answer[0] for answer in local] == [401, 401, 404, 400, 400, 400, 400, 400, 400, 422, 400, 400, 413, 400, 400]
+    assert [answer[0] for answer in local] == [
+        401,
+        401,
+        404,
+        400,
+        400,
+        400,
+        400,
+        400,
+        400,
+        422,
+        400,
+        400,
+        413,
+        400,
+        400,
+    ]
     assert on_ray == local

@@ -86,7 +86,11 @@ def settle(url: str, clip: bytes) -> None:
         for model in (A, B):
             assert transcribe(url, model, clip).status_code == 200
         held = holders()
-        if total_loads() == before and len(held.get(A, ())) == len(held.get(B, ())) == 1 and held[A] != held[B]:
+        if (
+            total_loads() == before
+            and len(held.get(A, ())) == len(held.get(B, ())) == 1
+            and held[A] != held[B]
+        ):
             return
     raise AssertionError(f"replicas never settled on one model each: {holders()}")
 
@@ -171,5 +175,7 @@ def test_a_replica_killed_under_requests_fails_them_cleanly_and_a_new_one_serves
     _wait_for(replaced, "Serve to replace the killed replica")
     _wait_for(seen_by_handles, "the new replica to answer broadcasts")
     response = transcribe(url, A, clip)
-    assert response.status_code == 200 and "weather" in response.json()["text"]
-    assert holders()[A] and victim["replica"] not in holders()[A]
+    assert response.status_code == 200
+    assert "weather" in response.json()["text"]
+    assert holders()[A]
+    assert victim["replica"] not in holders()[A]

@@ -41,21 +41,39 @@ def test_weight_free_models_stay_on_cpu_and_weights_go_to_gpus_when_the_cluster_
     registry = _registry(tmp_path, MODELS)
     on_cpu = {slug: resource_class(spec, "cpu") for slug, spec in registry.models.items()}
     on_cuda = {slug: resource_class(spec, "cuda") for slug, spec in registry.models.items()}
-    assert on_cpu == {"sphinx": "cpu", "espeak": "cpu", "whisper": "cpu", "parakeet": "gpu", "external": "cpu"}
-    assert on_cuda == {"sphinx": "cpu", "espeak": "cpu", "whisper": "gpu", "parakeet": "gpu", "external": "cpu"}
+    assert on_cpu == {
+        "sphinx": "cpu",
+        "espeak": "cpu",
+        "whisper": "cpu",
+        "parakeet": "gpu",
+        "external": "cpu",
+    }
+    assert on_cuda == {
+        "sphinx": "cpu",
+        "espeak": "cpu",
+        "whisper": "gpu",
+        "parakeet": "gpu",
+        "external": "cpu",
+    }
     # an external server (process executor) stays with the ingress: no model-server deployment for it
     assert resource_classes(registry, "cuda") == {"cpu": ["sphinx", "espeak"], "gpu": ["whisper", "parakeet"]}
 
 
 def test_actor_options_and_autoscaling_come_from_the_settings() -> None:
     settings = load_settings(
-        ray_replica_cpus=0.5, ray_replica_gpus=0.25, ray_min_replicas=0, ray_max_replicas=4,
+        ray_replica_cpus=0.5,
+        ray_replica_gpus=0.25,
+        ray_min_replicas=0,
+        ray_max_replicas=4,
         ray_target_ongoing_requests=3,
     )
     assert actor_options("cpu", settings) == {"num_cpus": 0.5}
     assert actor_options("gpu", settings) == {"num_cpus": 0.5, "num_gpus": 0.25}
     assert autoscaling(settings) == {
-        "min_replicas": 0, "initial_replicas": 1, "max_replicas": 4, "target_ongoing_requests": 3.0,
+        "min_replicas": 0,
+        "initial_replicas": 1,
+        "max_replicas": 4,
+        "target_ongoing_requests": 3.0,
     }
 
 
@@ -74,7 +92,8 @@ def test_the_single_process_server_never_imports_ray(tmp_path: Path) -> None:
 import sys, asyncio, httpx
 from talkies.settings import load_settings
 from talkies.api.app import create_app
-app = create_app(load_settings(models_file={str(REPO_ROOT / "models-cpu.json")!r}, data_dir={str(tmp_path)!r}))
+settings = load_settings(models_file={str(REPO_ROOT / "models-cpu.json")!r}, data_dir={str(tmp_path)!r})
+app = create_app(settings)
 async def main():
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)

@@ -10,12 +10,13 @@ from __future__ import annotations
 import logging
 import signal
 import threading
-from typing import Any
+from typing import Any, cast
+
+from ray.serve import Application
+from ray.serve.deployment import Deployment
 
 import ray
 from ray import serve
-from ray.serve import Application
-
 from talkies.device import resolve_device
 from talkies.errors import ConfigError
 from talkies.ray.ingress import Ingress
@@ -34,7 +35,8 @@ def cluster_device(settings: Settings) -> str:
     if settings.device != "auto":
         return settings.device
     if ray.is_initialized():
-        return "cuda" if ray.cluster_resources().get("GPU", 0) > 0 else "cpu"
+        gpus = ray.cluster_resources().get("GPU", 0)  # type: ignore[no-untyped-call]
+        return "cuda" if gpus > 0 else "cpu"
     return resolve_device("auto")
 
 
@@ -55,7 +57,7 @@ def build_app(settings: Settings, *, engine_factory: EngineFactory | None = None
     registry = build_registry(settings, device)
     servers: dict[str, Any] = {}
     for resource, slugs in resource_classes(registry, device).items():
-        deployment = serve.deployment(ModelServer).options(
+        deployment = cast(Deployment, serve.deployment(ModelServer)).options(
             name=f"talkies-models-{resource}",
             ray_actor_options=actor_options(resource, settings),
             autoscaling_config=autoscaling(settings),
@@ -66,7 +68,7 @@ def build_app(settings: Settings, *, engine_factory: EngineFactory | None = None
             settings, server_device, max_models(settings, len(slugs)), engine_factory
         )
         log.info("model-server deployment %s: %s", f"talkies-models-{resource}", ", ".join(slugs))
-    ingress = serve.deployment(Ingress).options(
+    ingress = cast(Deployment, serve.deployment(Ingress)).options(
         name="talkies-ingress",
         num_replicas=settings.ray_ingress_replicas,
         ray_actor_options={"num_cpus": 0},
@@ -82,7 +84,9 @@ def serve_forever(settings: Settings, address: str | None) -> int:
     ray.init(address=target, include_dashboard=False, configure_logging=False)
     serve.start(http_options={"host": settings.host, "port": settings.port})
     serve.run(build_app(settings), name=APP_NAME, route_prefix="/")
-    log.info("talkies on Ray Serve: http://%s:%d/ (Ray at %s)", settings.host, settings.port, target or "local")
+    log.info(
+        "talkies on Ray Serve: http://%s:%d/ (Ray at %s)", settings.host, settings.port, target or "local"
+    )
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
@@ -90,6 +94,6 @@ def serve_forever(settings: Settings, address: str | None) -> int:
     log.info("stopping the talkies application")
     serve.delete(APP_NAME)
     if target is None:
-        serve.shutdown()
+        serve.shutdown()  # type: ignore[no-untyped-call]
         ray.shutdown()
     return 0

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from ray import serve
 from ray.serve.handle import DeploymentHandle
 
+from ray import serve
 from talkies.api.app import create_app
 from talkies.ray.remote import RayModels
 from talkies.settings import Settings
@@ -15,7 +15,7 @@ from talkies.settings import Settings
 
 @serve.ingress()
 class Ingress:
-    def __init__(self, settings: Settings, device: str, servers: dict[str, DeploymentHandle]) -> None:
+    def __init__(self, settings: Settings, device: str, servers: dict[str, DeploymentHandle[Any]]) -> None:
         self.settings = settings
         self.models = RayModels(settings, device, servers)
 

@@ -26,9 +26,9 @@ from dataclasses import dataclass, replace
 from typing import Any, cast
 
 import numpy as np
+
 import ray
 from ray import serve
-
 from talkies.engines import make_engine_factory
 from talkies.engines.base import (
     AudioChunk,

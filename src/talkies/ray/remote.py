@@ -20,11 +20,11 @@ from dataclasses import replace
 from typing import Any, TypeVar, cast
 
 import anyio.to_thread
-import ray
-from ray import serve
 from ray.exceptions import RayActorError, RayError, RayTaskError
 from ray.serve.handle import DeploymentHandle, DeploymentResponse, DeploymentResponseGenerator
 
+import ray
+from ray import serve
 from talkies.api.app import build_registry
 from talkies.engines import create_engine
 from talkies.engines.base import (
@@ -79,7 +79,7 @@ def _wait(response: DeploymentResponse[T], slug: str) -> T:
         _raise_domain(exc, slug)
         raise
     except BaseException:
-        response.cancel()
+        response.cancel()  # type: ignore[no-untyped-call]
         raise
 
 
@@ -96,13 +96,13 @@ def _items(responses: DeploymentResponseGenerator[T], slug: str) -> Iterator[T]:
             yield item
             checkpoint()
     finally:
-        responses.cancel()  # no-op once finished; stops the replica's generator when abandoned
+        responses.cancel()  # type: ignore[no-untyped-call]  # no-op once finished; stops the replica's generator when abandoned
 
 
 class RemoteEngine:
     """A model on the model servers, as an engine. Only data attributes forward to the local instance."""
 
-    def __init__(self, local: Engine, handle: DeploymentHandle, slug: str) -> None:
+    def __init__(self, local: Engine, handle: DeploymentHandle[Any], slug: str) -> None:
         self._local = local
         self._slug = slug
         self._call = handle.options(multiplexed_model_id=slug)
@@ -117,22 +117,29 @@ class RemoteEngine:
 
 class RemoteTranscriber(RemoteEngine):
     def transcribe(self, request: TranscriptionRequest) -> TranscriptionResult:
-        return _wait(self._call.transcribe.remote(_audio_call(request)), self._slug)
+        response = cast(
+            DeploymentResponse[TranscriptionResult], self._call.transcribe.remote(_audio_call(request))
+        )
+        return _wait(response, self._slug)
 
 
 class RemoteSegmentStreamer(RemoteTranscriber):
     def transcribe_stream(self, request: TranscriptionRequest) -> Iterator[Segment]:
-        responses = self._stream.transcribe_stream.remote(_audio_call(request))
+        responses = cast(
+            DeploymentResponseGenerator[Segment | StreamEnd],
+            self._stream.transcribe_stream.remote(_audio_call(request)),
+        )
         for item in _items(responses, self._slug):
             if isinstance(item, StreamEnd):
                 return item.result  # type: ignore[return-value]  # the generator's return value
-            yield cast(Segment, item)
+            yield item
         raise EngineError(f"model {self._slug!r}: its model server ended the stream without a result")
 
 
 class RemoteSynthesizer(RemoteEngine):
     def synthesize(self, request: SpeechRequest) -> Iterator[AudioChunk]:
-        yield from _items(self._stream.synthesize.remote(request), self._slug)
+        responses = cast(DeploymentResponseGenerator[AudioChunk], self._stream.synthesize.remote(request))
+        yield from _items(responses, self._slug)
 
 
 def _audio_call(request: TranscriptionRequest) -> AudioCall:
@@ -143,14 +150,14 @@ def _audio_call(request: TranscriptionRequest) -> AudioCall:
 class RayModels:
     """`RemoteModels` on Ray Serve: built in the ingress replica with a handle per resource class."""
 
-    def __init__(self, settings: Settings, device: str, servers: dict[str, DeploymentHandle]) -> None:
+    def __init__(self, settings: Settings, device: str, servers: dict[str, DeploymentHandle[Any]]) -> None:
         self.settings = settings
         self.device = device
         self.registry = build_registry(settings, device)
         self.servers = servers
         self._local: dict[str, Engine] = {}
 
-    def _server(self, spec: ModelSpec) -> DeploymentHandle:
+    def _server(self, spec: ModelSpec) -> DeploymentHandle[Any]:
         handle = self.servers.get(resource_class(spec, self.device))
         if handle is None:
             raise EngineUnavailableError(f"model {spec.slug!r}: no model-server deployment serves it")
@@ -184,7 +191,8 @@ class RayModels:
             spec = self.registry.get(slug)
             if spec is None:
                 raise EngineUnavailableError(f"model {slug!r} is not in the Ray application's registry")
-            response = self._server(spec).options(multiplexed_model_id=spec.slug).load.remote()
+            call = self._server(spec).options(multiplexed_model_id=spec.slug).load.remote()
+            response = cast(DeploymentResponse[None], call)
             await anyio.to_thread.run_sync(_wait, response, spec.slug)
 
     async def _broadcast(self, method: str) -> list[Any]:

@@ -31,4 +31,5 @@ class RemoteModels(EngineProvider, Protocol):
         """One row per model resident on a model-server replica, naming the replica and its node."""
 
     async def preload(self, slugs: tuple[str, ...]) -> None:
-        """Load each of `slugs` on a replica now (routed as its requests will be), like `ModelPool.preload`."""
+        """Load each of `slugs` on a replica now (routed as its requests will be), as `ModelPool.preload`
+        does locally."""
