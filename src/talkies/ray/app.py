@@ -82,14 +82,12 @@ def serve_forever(settings: Settings, address: str | None) -> int:
     TALKIES_HOST:TALKIES_PORT, and stop it on SIGINT / SIGTERM."""
     target = address or settings.ray_address or None
     ray.init(address=target, include_dashboard=False, configure_logging=False)
-    serve.start(http_options={"host": settings.host, "port": settings.port})
-    serve.run(build_app(settings), name=APP_NAME, route_prefix="/")
-    log.info(
-        "talkies on Ray Serve: http://%s:%d/ (Ray at %s)", settings.host, settings.port, target or "local"
-    )
-    stop = threading.Event()
+    stop = threading.Event()  # after ray.init, which installs its own SIGTERM handler (exit at once)
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
+    serve.start(http_options={"host": settings.host, "port": settings.port})
+    serve.run(build_app(settings), name=APP_NAME, route_prefix="/")
+    log.info("talkies on Ray Serve: http://%s:%d/ (Ray at %s)", settings.host, settings.port, target or "local")
     stop.wait()
     log.info("stopping the talkies application")
     serve.delete(APP_NAME)
