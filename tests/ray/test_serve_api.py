@@ -6,6 +6,7 @@ gives them (the same requests against both)."""
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -129,7 +130,10 @@ def test_readyz_and_ps_come_from_the_model_server_replicas(url: str, sdk: openai
     sdk.audio.speech.create(model=ESPEAK, voice="alloy", input="ready", response_format="wav").read()
     assert httpx.get(f"{url}/readyz", timeout=30).json() == {"ready": True}
     rows = httpx.get(f"{url}/api/ps", headers=AUTH, timeout=60).json()["models"]
-    states = replica_states()
+    deadline = time.monotonic() + 120
+    while len(states := replica_states()) < 2:  # a new handle learns the replica set from the controller
+        assert time.monotonic() < deadline, states
+        time.sleep(0.2)
     assert len(states) == 2
     holders = {s["replica"] for s in states if any(m["model"] == ESPEAK for m in s["models"])}
     espeak_rows = [r for r in rows if r["model"] == ESPEAK]
