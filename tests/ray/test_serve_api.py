@@ -129,7 +129,9 @@ def test_whisper_answers_verbose_json_from_a_model_server(sdk: openai.OpenAI, cl
 def test_readyz_and_ps_come_from_the_model_server_replicas(url: str, sdk: openai.OpenAI) -> None:
     sdk.audio.speech.create(model=ESPEAK, voice="alloy", input="ready", response_format="wav").read()
     assert httpx.get(f"{url}/readyz", timeout=30).json() == {"ready": True}
-    rows = httpx.get(f"{url}/api/ps", headers=AUTH, timeout=60).json()["models"]
+    answer = httpx.get(f"{url}/api/ps", headers=AUTH, timeout=60).json()
+    rows = answer["models"]
+    assert answer["memory"]["used_bytes"] == sum(r["memory_bytes"] or 0 for r in rows)
     deadline = time.monotonic() + 120
     while len(states := replica_states()) < 2:  # a new handle learns the replica set from the controller
         assert time.monotonic() < deadline, states

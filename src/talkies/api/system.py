@@ -131,14 +131,13 @@ async def get_model(model_id: str, pool: PoolDep, pulls: PullsDep) -> dict[str, 
 async def ps(request: Request, pool: PoolDep, pulls: PullsDep) -> dict[str, Any]:
     pulling = {slug: pull.progress() for slug, pull in pulls.in_flight().items()}
     remote: RemoteModels | None = request.app.state.remote
-    # on Ray Serve: what each model-server replica holds (rows name the replica)
-    rows = await remote.ps() if remote is not None else pool.ps()
-    return {
-        "models": rows,
-        "memory": pool.memory_summary(),
-        "failed": pool.failed_loads(),
-        "pulls": pulling,
-    }
+    if remote is None:
+        memory = pool.memory_summary()
+        rows = pool.ps()
+    else:  # on Ray Serve: what each model-server replica holds (rows name the replica); budgets per replica
+        rows = await remote.ps()
+        memory = {"budget_bytes": None, "used_bytes": sum(row.get("memory_bytes") or 0 for row in rows)}
+    return {"models": rows, "memory": memory, "failed": pool.failed_loads(), "pulls": pulling}
 
 
 @router.post("/api/ps/{model_id:path}", responses=errors(WRITE_GUARDED, RUNS_MODEL, 422))

@@ -87,7 +87,8 @@ def serve_forever(settings: Settings, address: str | None) -> int:
         signal.signal(signum, lambda *_: stop.set())
     serve.start(http_options={"host": settings.host, "port": settings.port})
     serve.run(build_app(settings), name=APP_NAME, route_prefix="/")
-    log.info("talkies on Ray Serve: http://%s:%d/ (Ray at %s)", settings.host, settings.port, target or "local")
+    where = target or "local"
+    log.info("talkies on Ray Serve: http://%s:%d/ (Ray at %s)", settings.host, settings.port, where)
     stop.wait()
     log.info("stopping the talkies application")
     serve.delete(APP_NAME)
