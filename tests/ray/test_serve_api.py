@@ -22,7 +22,7 @@ from tests.conftest import REPO_ROOT
 from tests.fixtures.cache import install_snapshot
 from tests.fixtures.speech import speech_clip, write_wav
 from tests.fixtures.whisper import build_whisper
-from tests.ray.conftest import RayServe, deploy, replica_states
+from tests.ray.conftest import APP, RayServe, deploy, replica_states
 from tests.ray.engines import bounded_engine
 from tests.server import asgi_client
 
@@ -149,6 +149,23 @@ def test_post_api_ps_loads_on_a_model_server(url: str) -> None:
     assert answer.status_code == 200, answer.text
     assert any(m["model"] == SPHINX for s in replica_states() for m in s["models"])
     assert SPHINX not in httpx.get(f"{url}/api/ps", headers={}, timeout=30).text  # 401 without the token
+
+
+def test_the_model_server_reads_a_transcriptions_audio_from_the_object_store(
+    sdk: openai.OpenAI, clip: Path
+) -> None:
+    import ray
+    from ray import serve
+    from talkies.audio.decode import decode_audio
+    from talkies.engines.base import TranscriptionRequest
+    from talkies.ray.model_server import NO_AUDIO, AudioCall
+
+    with clip.open("rb") as f:
+        over_http = sdk.audio.transcriptions.create(model=SPHINX, file=f).text
+    handle = serve.get_deployment_handle("talkies-models-cpu", app_name=APP)
+    call = AudioCall(TranscriptionRequest(audio=NO_AUDIO), ray.put(decode_audio(clip, sample_rate=16_000)))
+    result = handle.options(multiplexed_model_id=SPHINX).transcribe.remote(call).result(timeout_s=300)
+    assert result.text == over_http
 
 
 # --- the same requests against the single-process server and against Ray ------------------------------
