@@ -41,10 +41,11 @@ def ray_serve() -> Iterator[RayServe]:
     from ray import serve
 
     # Ray's worker processes import talkies (and tests.ray.engines) from this checkout.
-    saved = {k: os.environ.get(k) for k in ("PYTHONPATH", "RAY_USAGE_STATS_ENABLED")}
+    saved = {k: os.environ.get(k) for k in ("PYTHONPATH", "RAY_USAGE_STATS_ENABLED", "HF_HUB_OFFLINE")}
     paths = [str(REPO_ROOT / "src"), str(REPO_ROOT), os.environ.get("PYTHONPATH", "")]
     os.environ["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)
     os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
+    os.environ["HF_HUB_OFFLINE"] = "1"  # replicas never reach the hub (the test env's rule, set per test)
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
     try:
         cluster.add_node(num_cpus=1)

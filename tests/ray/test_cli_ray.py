@@ -28,7 +28,11 @@ def _registry(tmp_path: Path) -> Path:
 
 
 def _models(url: str) -> list[str]:
-    response = httpx.get(f"{url}/v1/models", timeout=30)
+    """The models the application on the proxy lists; none while (re)deploying or when there is none."""
+    try:
+        response = httpx.get(f"{url}/v1/models", timeout=30)
+    except httpx.TransportError:  # a replica still starting up
+        return []
     return [m["id"] for m in response.json()["data"]] if response.status_code == 200 else []
 
 
