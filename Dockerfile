@@ -4,6 +4,7 @@
 #   docker build -t talkies .                                   # official Python slim base, PyPI
 #   docker build --secret id=ca_bundle,src=/etc/ssl/certs/ca-certificates.crt -t talkies .   # TLS proxy
 #   podman build --format docker --build-arg BASE_IMAGE=localhost/talkies-base:bookworm -t talkies .
+#   docker build --build-arg TALKIES_RAY=1 -t talkies:ray .    # with Ray Serve (docs/scale-out.md)
 #
 # torch must be the CPU build here: put a torch-*+cpu wheel in ./wheels/ (used as pip --find-links, never
 # copied into the image), or pass PIP_EXTRA_INDEX_URL=<a CPU wheel index>. Without either, pip takes
@@ -12,6 +13,8 @@ ARG BASE_IMAGE=python:3.11-slim-bookworm
 FROM ${BASE_IMAGE}
 
 ARG TALKIES_EXTRAS=cpu
+# 1: also the `ray` extra (Ray Serve, ~300 MB; `talkies serve --ray`, docs/scale-out.md). Off by default.
+ARG TALKIES_RAY=0
 ARG PIP_EXTRA_INDEX_URL=""
 ENV TALKIES_DATA_DIR=/data \
     TALKIES_HOST=0.0.0.0 \
@@ -31,7 +34,8 @@ RUN --mount=type=secret,id=ca_bundle,required=false \
     --mount=type=cache,target=/root/.cache/pip \
     set -eu; \
     if [ -s /run/secrets/ca_bundle ]; then export PIP_CERT=/run/secrets/ca_bundle; fi; \
-    PIP_FIND_LINKS=/wheels PIP_EXTRA_INDEX_URL="$PIP_EXTRA_INDEX_URL" TALKIES_EXTRAS="$TALKIES_EXTRAS" \
+    extras="$TALKIES_EXTRAS"; if [ "$TALKIES_RAY" = 1 ]; then extras="$extras,ray"; fi; \
+    PIP_FIND_LINKS=/wheels PIP_EXTRA_INDEX_URL="$PIP_EXTRA_INDEX_URL" TALKIES_EXTRAS="$extras" \
         ./scripts/install.sh; \
     .venv/bin/python -c "import torch; assert not torch.version.cuda or '$TALKIES_EXTRAS' == 'cuda', torch.__version__"; \
     rm -rf /var/lib/apt/lists/*

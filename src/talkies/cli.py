@@ -55,6 +55,14 @@ def _serve(settings: Settings) -> int:
     return 0 if server.started else 3  # uvicorn's STARTUP_FAILURE: the lifespan or the bind failed
 
 
+def _serve_on_ray(settings: Settings, address: str | None) -> int:
+    try:
+        from talkies.ray.app import serve_forever
+    except ImportError as exc:
+        raise ConfigError(f"--ray needs the Ray extra: pip install 'talkies[ray]' ({exc})") from None
+    return serve_forever(settings, address)
+
+
 def _models(settings: Settings) -> int:
     from talkies.api.app import build_registry
     from talkies.device import resolve_device
@@ -151,6 +159,14 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run the HTTP server (settings from TALKIES_* variables)")
     serve.add_argument("--host", help="overrides TALKIES_HOST")
     serve.add_argument("--port", type=int, help="overrides TALKIES_PORT")
+    serve.add_argument(
+        "--ray",
+        action="store_true",
+        help="deploy on Ray Serve instead (the talkies[ray] extra; docs/scale-out.md)",
+    )
+    serve.add_argument(
+        "--address", help="with --ray: the Ray cluster to join (overrides TALKIES_RAY_ADDRESS)"
+    )
     sub.add_parser("models", help="list the enabled models and whether each can run here")
     pull = sub.add_parser(
         "pull",
@@ -170,7 +186,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = load_settings(**overrides)
         _configure_logging(settings.log_level)
+        if args.command == "serve" and args.ray:
+            return _serve_on_ray(settings, args.address)
         if args.command == "serve":
+            if args.address:
+                raise ConfigError("--address needs --ray (it names the Ray cluster to deploy to)")
             return _serve(settings)
         if args.command == "models":
             return _models(settings)

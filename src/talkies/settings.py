@@ -249,6 +249,28 @@ class Settings(BaseSettings):
     nemo_batch_size: int = Field(4, ge=1, le=256)
     """VAD regions of a long file that the NeMo engines (parakeet, canary_*) decode together."""
 
+    # --- Ray Serve (`talkies serve --ray`, talkies.ray; docs/scale-out.md) ----------------------------
+    ray_address: str = Field("", max_length=4096)
+    """Ray cluster to deploy to (`ray://host:10001`, `host:6379` or `auto`); `--address` overrides it.
+    Empty: a Ray instance started for this process on this machine."""
+    ray_min_replicas: int = Field(1, ge=0, le=1000)
+    """Fewest replicas of each model-server deployment (0: scale to zero when idle)."""
+    ray_max_replicas: int = Field(1, ge=1, le=1000)
+    """Most replicas of each model-server deployment; Serve's autoscaler moves between the two."""
+    ray_target_ongoing_requests: float = Field(2.0, gt=0, le=1000)
+    """Requests per model-server replica the autoscaler aims at."""
+    ray_max_ongoing_requests: int = Field(8, ge=1, le=10_000)
+    """Requests one model-server replica takes at once; more wait in Serve's router."""
+    ray_max_models_per_replica: int = Field(0, ge=0, le=64)
+    """Models one model-server replica holds (`max_num_models_per_replica`; least recently used evicted).
+    0: TALKIES_MAX_LOADED_MODELS. TALKIES_MEMORY_BUDGET still applies inside each replica."""
+    ray_replica_cpus: float = Field(1.0, ge=0, le=1024)
+    """CPUs Ray reserves for each model-server replica (`ray_actor_options.num_cpus`)."""
+    ray_replica_gpus: float = Field(1.0, gt=0, le=64)
+    """GPUs Ray reserves for each replica of the GPU model-server deployment (fractions share a GPU)."""
+    ray_ingress_replicas: int = Field(1, ge=1, le=100)
+    """Replicas of the ingress deployment (the HTTP app; it holds no model)."""
+
     @property
     def auth_tokens(self) -> tuple[str, ...]:
         return _split_csv(self.auth_token.get_secret_value())

@@ -34,6 +34,7 @@ from talkies.pool import Clock, EngineFactory, ModelPool
 from talkies.registry import Registry, default_models_file, load_registry
 from talkies.services.downloads import Downloader, using_file_path
 from talkies.services.files import FileStore, retire_legacy_url_cache
+from talkies.services.provider import RemoteModels
 from talkies.services.proxy import ProxyService
 from talkies.services.pulls import PullManager
 from talkies.services.speech import SpeechService
@@ -134,8 +135,12 @@ def create_app(
     *,
     engine_factory: EngineFactory | None = None,
     clock: Clock | None = None,
+    remote: RemoteModels | None = None,
 ) -> FastAPI:
-    """Build the app. Raises ConfigError for a bad registry, before anything is served."""
+    """Build the app. Raises ConfigError for a bad registry, before anything is served.
+
+    `remote`: engines run elsewhere (Ray Serve's model servers, `talkies.ray`); the local pool then only
+    answers registry questions and never loads a model."""
     device = resolve_device(settings.device)
     registry = build_registry(settings, device)
     pool_kwargs = {"clock": clock} if clock else {}
@@ -183,7 +188,7 @@ def create_app(
         )
         if settings.preload:
             log.info("preloading %s", ", ".join(settings.preload))
-            await pool.preload(settings.preload)
+            await (remote or pool).preload(settings.preload)
         pool.start_sweeper()
         wyoming = _wyoming_server(settings, app) if settings.wyoming_uri else None
         try:
@@ -211,8 +216,9 @@ def create_app(
     app.state.lifecycle = lifecycle
     app.state.metrics = metrics
     app.state.pulls = model_pulls
-    app.state.transcription = TranscriptionService(pool, registry, settings)
-    app.state.speech = SpeechService(pool, registry, settings)
+    app.state.remote = remote
+    app.state.transcription = TranscriptionService(pool, registry, settings, remote)
+    app.state.speech = SpeechService(pool, registry, settings, remote)
     app.state.voices = VoiceService(settings)
     app.state.proxy = proxy = ProxyService(pool, registry, settings)
     install_error_handlers(app)

@@ -22,9 +22,10 @@ from talkies.api.responses import (
     not_ready,
 )
 from talkies.engines.base import Modality
-from talkies.errors import ServiceUnavailableError
+from talkies.errors import CapabilityError, ServiceUnavailableError
 from talkies.pool import ModelPool
 from talkies.registry import ModelSpec
+from talkies.services.provider import RemoteModels
 from talkies.services.pulls import PullManager
 
 router = APIRouter()
@@ -80,12 +81,17 @@ async def readyz(request: Request) -> dict[str, Any] | JSONResponse:
     /healthz, which stays 200 while the server drains."""
     lifecycle: Lifecycle = request.app.state.lifecycle
     reason = lifecycle.not_ready_reason()
+    remote: RemoteModels | None = request.app.state.remote
+    detail = _NOT_READY.get(reason or "")
+    if reason is None and remote is not None:  # on Ray Serve: the model-server deployments too
+        detail = await remote.not_ready_reason()
+        reason = "model_servers" if detail else None
     if reason is None:
         return {"ready": True}
     body = {
         "ready": False,
         "reason": reason,
-        "detail": _NOT_READY[reason],
+        "detail": detail,
         "in_flight": lifecycle.in_flight,
     }
     return JSONResponse(body, status_code=503, headers={"Retry-After": str(RETRY_AFTER)})
@@ -122,31 +128,44 @@ async def get_model(model_id: str, pool: PoolDep, pulls: PullsDep) -> dict[str, 
 
 
 @router.get("/api/ps", responses=errors(GUARDED))
-async def ps(pool: PoolDep, pulls: PullsDep) -> dict[str, Any]:
+async def ps(request: Request, pool: PoolDep, pulls: PullsDep) -> dict[str, Any]:
     pulling = {slug: pull.progress() for slug, pull in pulls.in_flight().items()}
-    return {
-        "models": pool.ps(),
-        "memory": pool.memory_summary(),
-        "failed": pool.failed_loads(),
-        "pulls": pulling,
-    }
+    remote: RemoteModels | None = request.app.state.remote
+    if remote is None:
+        memory = pool.memory_summary()
+        rows = pool.ps()
+    else:  # on Ray Serve: what each model-server replica holds (rows name the replica); budgets per replica
+        rows = await remote.ps()
+        memory = {"budget_bytes": None, "used_bytes": sum(row.get("memory_bytes") or 0 for row in rows)}
+    return {"models": rows, "memory": memory, "failed": pool.failed_loads(), "pulls": pulling}
 
 
 @router.post("/api/ps/{model_id:path}", responses=errors(WRITE_GUARDED, RUNS_MODEL, 422))
 async def load_model(model_id: str, request: Request, pool: PoolDep) -> dict[str, Any]:
     """Load one model now (as a request would, queue limits included) so the first request is fast."""
     request.state.model = model_id
-    await pool.preload((model_id,))
+    remote: RemoteModels | None = request.app.state.remote
+    await (remote or pool).preload((model_id,))
     return {"loaded": model_id}
 
 
 @router.delete("/api/ps/{model_id:path}", responses=errors(WRITE_GUARDED, 404, 422))
 async def unload_model(model_id: str, request: Request, pool: PoolDep) -> dict[str, Any]:
     request.state.model = model_id
+    _refuse_on_ray(request)
     await pool.unload(model_id)
     return {"unloaded": model_id}
 
 
 @router.post("/unload", responses=errors(WRITE_GUARDED))
-async def unload_all(pool: PoolDep) -> dict[str, Any]:
+async def unload_all(request: Request, pool: PoolDep) -> dict[str, Any]:
+    _refuse_on_ray(request)
     return {"unloaded": await pool.unload_all()}
+
+
+def _refuse_on_ray(request: Request) -> None:
+    if request.app.state.remote is not None:
+        raise CapabilityError(
+            "on Ray Serve each model-server replica unloads its least recently used model itself "
+            "(TALKIES_RAY_MAX_MODELS_PER_REPLICA); DELETE /api/ps and POST /unload are not available"
+        )

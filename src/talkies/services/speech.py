@@ -40,6 +40,7 @@ from talkies.formats.events import speech_delta, speech_done
 from talkies.pool import ModelPool
 from talkies.registry import OPENAI_MODEL_NAMES, OPENAI_VOICES, ModelSpec, Registry
 from talkies.services.blocking import BlockingSteps
+from talkies.services.provider import EngineProvider
 from talkies.services.streams import start_stream
 from talkies.services.transcription import refuse_external
 from talkies.settings import Settings
@@ -101,8 +102,15 @@ def check_speed(speed: float) -> float:
 
 
 class SpeechService:
-    def __init__(self, pool: ModelPool, registry: Registry, settings: Settings) -> None:
+    def __init__(
+        self,
+        pool: ModelPool,
+        registry: Registry,
+        settings: Settings,
+        engines: EngineProvider | None = None,
+    ) -> None:
         self.pool = pool
+        self.engines: EngineProvider = engines or pool  # where the engine runs (the pool, or Ray Serve)
         self.registry = registry
         self.settings = settings
         self._catalog_engines: dict[str, Engine] = {}
@@ -247,7 +255,7 @@ class SpeechService:
         Synthesis and encoding run as `BlockingSteps`: when the consumer goes away (client hung up,
         aclose, cancellation) the step in flight finishes first, then the engine's generator and the
         encoder are closed in a worker thread, then the model is released (never under a thread)."""
-        async with self.pool.acquire(plan.spec.slug) as engine:
+        async with self.engines.acquire(plan.spec.slug) as engine:
             steps = BlockingSteps()
             chunks: Iterator[AudioChunk] | None = None
             encoder: SpeechEncoder | None = None

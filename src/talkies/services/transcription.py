@@ -49,6 +49,7 @@ from talkies.formats.transcript import normalize_transcript_format, render_trans
 from talkies.pool import ModelPool
 from talkies.registry import ModelSpec, Registry
 from talkies.services.blocking import BlockingSteps
+from talkies.services.provider import EngineProvider
 from talkies.services.transcript_steps import Piece, decode_steps, next_step
 from talkies.settings import Settings
 
@@ -109,8 +110,15 @@ class SpeakerChannels:
 
 
 class TranscriptionService:
-    def __init__(self, pool: ModelPool, registry: Registry, settings: Settings) -> None:
+    def __init__(
+        self,
+        pool: ModelPool,
+        registry: Registry,
+        settings: Settings,
+        engines: EngineProvider | None = None,
+    ) -> None:
         self.pool = pool
+        self.engines: EngineProvider = engines or pool  # where the engine runs (the pool, or Ray Serve)
         self.registry = registry
         self.settings = settings
         self.vad_options = VadOptions.from_settings(settings)
@@ -327,7 +335,7 @@ class TranscriptionService:
                 yield TranscriptionResult(text="", language=language, duration=duration)
                 return
         result: TranscriptionResult | None = None
-        async with self.pool.acquire(plan.spec.slug) as engine:
+        async with self.engines.acquire(plan.spec.slug) as engine:
             steps = BlockingSteps()
             generator = decode_steps(cast(Transcriber, engine), self._request(plan, pcm), regions)
             try:

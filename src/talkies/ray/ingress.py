@@ -1,0 +1,23 @@
+"""The ingress deployment: the single-process server's FastAPI app (every route, auth, limits, errors,
+streaming, MCP), built in the replica by `create_app` with `RayModels` as its engines."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ray.serve.handle import DeploymentHandle
+
+from ray import serve
+from talkies.api.app import create_app
+from talkies.ray.remote import RayModels
+from talkies.settings import Settings
+
+
+@serve.ingress()
+class Ingress:
+    def __init__(self, settings: Settings, device: str, servers: dict[str, DeploymentHandle[Any]]) -> None:
+        self.settings = settings
+        self.models = RayModels(settings, device, servers)
+
+    def __serve_build_asgi_app__(self) -> Any:
+        return create_app(self.settings, remote=self.models)

@@ -1,0 +1,60 @@
+"""Which model-server deployment serves a model, and with what resources (pure: no Ray import).
+
+One deployment per resource class: `gpu` for executors that need CUDA, and for every model with weights
+when the cluster has GPUs (TALKIES_DEVICE=cuda, or auto and Ray reports GPUs); `cpu` for the rest (the
+weight-free espeak-ng and pocketsphinx always). Replicas of the `gpu` deployment ask Ray for
+TALKIES_RAY_REPLICA_GPUS GPUs each, so they are placed on GPU nodes only.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from talkies.registry import ModelSpec, Registry
+from talkies.registry.schema import EXECUTORS
+from talkies.settings import Settings
+
+ResourceClass = Literal["cpu", "gpu"]
+
+
+def resource_class(spec: ModelSpec, device: str) -> ResourceClass:
+    info = EXECUTORS[spec.executor]
+    if info.cuda_only or (device.startswith("cuda") and info.needs_repo):
+        return "gpu"
+    return "cpu"
+
+
+def resource_classes(registry: Registry, device: str) -> dict[ResourceClass, list[str]]:
+    """The classes the registry's models need, each with its models (the `process` executor excluded:
+    an external server stays with the ingress)."""
+    classes: dict[ResourceClass, list[str]] = {}
+    for spec in registry.models.values():
+        if spec.executor != "process":
+            classes.setdefault(resource_class(spec, device), []).append(spec.slug)
+    return classes
+
+
+def actor_options(resource: ResourceClass, settings: Settings) -> dict[str, Any]:
+    """`ray_actor_options` of a model-server replica."""
+    options: dict[str, Any] = {"num_cpus": settings.ray_replica_cpus}
+    if resource == "gpu":
+        options["num_gpus"] = settings.ray_replica_gpus
+    return options
+
+
+def autoscaling(settings: Settings) -> dict[str, Any]:
+    """Serve's `autoscaling_config` of a model-server deployment."""
+    return {
+        "min_replicas": settings.ray_min_replicas,
+        "initial_replicas": max(1, settings.ray_min_replicas),
+        "max_replicas": settings.ray_max_replicas,
+        "target_ongoing_requests": settings.ray_target_ongoing_requests,
+    }
+
+
+def max_models(settings: Settings, models: int) -> int:
+    """max_num_models_per_replica: TALKIES_RAY_MAX_MODELS_PER_REPLICA, or (0) TALKIES_MAX_LOADED_MODELS, the
+    single-process server's bound; never more than the class has models. The replica's pool also keeps
+    to TALKIES_MEMORY_BUDGET, evicting its least recently used idle model when a load would not fit."""
+    wanted = settings.ray_max_models_per_replica or settings.max_loaded_models
+    return max(1, min(wanted, models))

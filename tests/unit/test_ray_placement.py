@@ -1,0 +1,110 @@
+"""talkies.ray.placement (pure) and the seam: the single-process server never imports Ray."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from talkies.ray.placement import actor_options, autoscaling, max_models, resource_class, resource_classes
+from talkies.registry import load_registry
+from talkies.registry.schema import EXECUTORS
+from talkies.settings import load_settings
+from tests.conftest import REPO_ROOT
+
+
+def _registry(tmp_path: Path, models: dict[str, Any]) -> Any:
+    path = tmp_path / "models.json"
+    path.write_text(json.dumps({"models": models}))
+    return load_registry(path, ())
+
+
+MODELS = {
+    "sphinx": {"executor": "pocketsphinx"},
+    "espeak": {"executor": "espeak"},
+    "whisper": {"executor": "whisper", "repo": "x/whisper"},
+    "parakeet": {"executor": "parakeet", "repo": "x/parakeet"},
+    "external": {"executor": "process", "modality": "tts", "cmd": "server --port ${PORT}"},
+}
+
+
+def test_weight_free_models_stay_on_cpu_and_weights_go_to_gpus_when_the_cluster_has_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # an executor that needs CUDA goes to the GPU deployment even when TALKIES_DEVICE says cpu
+    monkeypatch.setitem(EXECUTORS, "parakeet", replace(EXECUTORS["parakeet"], cuda_only=True))
+    registry = _registry(tmp_path, MODELS)
+    on_cpu = {slug: resource_class(spec, "cpu") for slug, spec in registry.models.items()}
+    on_cuda = {slug: resource_class(spec, "cuda") for slug, spec in registry.models.items()}
+    assert on_cpu == {
+        "sphinx": "cpu",
+        "espeak": "cpu",
+        "whisper": "cpu",
+        "parakeet": "gpu",
+        "external": "cpu",
+    }
+    assert on_cuda == {
+        "sphinx": "cpu",
+        "espeak": "cpu",
+        "whisper": "gpu",
+        "parakeet": "gpu",
+        "external": "cpu",
+    }
+    # an external server (process executor) stays with the ingress: no model-server deployment for it
+    assert resource_classes(registry, "cuda") == {"cpu": ["sphinx", "espeak"], "gpu": ["whisper", "parakeet"]}
+
+
+def test_actor_options_and_autoscaling_come_from_the_settings() -> None:
+    settings = load_settings(
+        ray_replica_cpus=0.5,
+        ray_replica_gpus=0.25,
+        ray_min_replicas=0,
+        ray_max_replicas=4,
+        ray_target_ongoing_requests=3,
+    )
+    assert actor_options("cpu", settings) == {"num_cpus": 0.5}
+    assert actor_options("gpu", settings) == {"num_cpus": 0.5, "num_gpus": 0.25}
+    assert autoscaling(settings) == {
+        "min_replicas": 0,
+        "initial_replicas": 1,
+        "max_replicas": 4,
+        "target_ongoing_requests": 3.0,
+    }
+
+
+@pytest.mark.parametrize(
+    ("setting", "loaded", "models", "expected"),
+    [(0, 8, 3, 3), (0, 2, 5, 2), (1, 8, 5, 1), (4, 1, 2, 2)],
+)
+def test_models_per_replica(setting: int, loaded: int, models: int, expected: int) -> None:
+    settings = load_settings(ray_max_models_per_replica=setting, max_loaded_models=loaded)
+    assert max_models(settings, models) == expected
+
+
+def test_the_single_process_server_never_imports_ray(tmp_path: Path) -> None:
+    """Building, starting and serving a request on the app imports nothing of Ray (the seam is a Protocol)."""
+    code = f"""
+import sys, asyncio, httpx
+from talkies.settings import load_settings
+from talkies.api.app import create_app
+settings = load_settings(models_file={str(REPO_ROOT / "models-cpu.json")!r}, data_dir={str(tmp_path)!r})
+app = create_app(settings)
+async def main():
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as client:
+            assert (await client.get("/api/ps")).status_code == 200
+            assert (await client.get("/readyz")).status_code == 200
+asyncio.run(main())
+print(",".join(sorted(m for m in sys.modules if m == "ray" or m.startswith(("ray.", "talkies.ray")))))
+"""
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=REPO_ROOT
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == ""
