@@ -13,6 +13,8 @@ SYSTEM_PACKAGES=(ffmpeg espeak-ng sox)
 EXTRAS=${TALKIES_EXTRAS:-cpu,test}
 if [[ ",$EXTRAS," == *",test,"* ]]; then
     SYSTEM_PACKAGES+=(chromium)  # the playground's browser tests (Playwright drives Debian's Chromium)
+    # tests/ray runs the Ray Serve deployment on a local two-node cluster: the suite needs the extra.
+    [[ ",$EXTRAS," == *",ray,"* ]] || EXTRAS="$EXTRAS,ray"
 fi
 missing=()
 for pkg in "${SYSTEM_PACKAGES[@]}"; do
