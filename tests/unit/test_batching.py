@@ -45,7 +45,9 @@ def records() -> list[BatchRecord]:
 
 @pytest.fixture
 def batcher(spy: Spy, records: list[BatchRecord]) -> Iterator[Batcher[str, str, str]]:
-    b: Batcher[str, str, str] = Batcher("test", spy, max_batch_size=3, max_wait_s=0.0, on_batch=records.append)
+    b: Batcher[str, str, str] = Batcher(
+        "test", spy, max_batch_size=3, max_wait_s=0.0, on_batch=records.append
+    )
     yield b
     spy.release.set()
     b.close()
@@ -115,7 +117,9 @@ def test_a_failed_batch_fails_each_of_its_requests_and_only_them(
 
 def test_a_lone_request_closes_on_the_timer_with_one_unit(spy: Spy) -> None:
     stats = BatchStats()
-    lone: Batcher[str, str, str] = Batcher("lone", spy, max_batch_size=8, max_wait_s=0.01, on_batch=stats.record)
+    lone: Batcher[str, str, str] = Batcher(
+        "lone", spy, max_batch_size=8, max_wait_s=0.01, on_batch=stats.record
+    )
     spy.release.set()
     try:
         assert list(lone.submit("en", ["only"]).results()) == ["en:only"]
@@ -128,7 +132,9 @@ def test_a_lone_request_closes_on_the_timer_with_one_unit(spy: Spy) -> None:
 
 
 def test_full_batches_close_without_the_timer(spy: Spy, records: list[BatchRecord]) -> None:
-    full: Batcher[str, str, str] = Batcher("full", spy, max_batch_size=2, max_wait_s=3600, on_batch=records.append)
+    full: Batcher[str, str, str] = Batcher(
+        "full", spy, max_batch_size=2, max_wait_s=3600, on_batch=records.append
+    )
     spy.release.set()
     try:
         assert list(full.submit("en", ["a", "b", "c", "d"]).results()) == ["en:a", "en:b", "en:c", "en:d"]

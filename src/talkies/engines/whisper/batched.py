@@ -135,7 +135,9 @@ def _add_words(
             end += 1
         rows = encoder_output
         if (start, end) != (0, whole):
-            rows = ctranslate2.StorageView.from_array(np.ascontiguousarray(np.asarray(encoder_output)[start:end]))
+            rows = ctranslate2.StorageView.from_array(
+                np.ascontiguousarray(np.asarray(encoder_output)[start:end])
+            )
         last = model.add_word_timestamps(
             decoded[start:end],
             key.tokenizer,

@@ -102,7 +102,14 @@ _FLOAT_OPTIONS = (
     "no_speech_threshold", "hallucination_silence_threshold",
 )  # fmt: skip
 _BOOL_OPTIONS = ("condition_on_previous_text", "without_timestamps")
-_ENGINE_OPTIONS = ("compute_type", "batch_size", "num_workers", "max_region_gap", "batching", "nemo_batch_size")
+_ENGINE_OPTIONS = (
+    "compute_type",
+    "batch_size",
+    "num_workers",
+    "max_region_gap",
+    "batching",
+    "nemo_batch_size",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -246,6 +253,10 @@ class WhisperEngine:
             del model
             gc.collect()
 
+    def batch_snapshot(self) -> tuple[dict[int, int], float, int] | None:
+        """Cross-request batch totals for /metrics (`BatchStats.snapshot`); None when batching is off."""
+        return self.batch_stats.snapshot() if self.batching else None
+
     # --- transcription -------------------------------------------------------------------------------
 
     @property
@@ -316,7 +327,9 @@ class WhisperEngine:
         # A pipeline per request: it keeps per-call state (last_speech_timestamp). With cross-request
         # batching its windows join those of concurrent requests (engines/whisper/batched.py).
         batcher = self._batcher
-        pipeline = BatchedInferencePipeline(model) if batcher is None else cross_request_pipeline(model, batcher)
+        pipeline = (
+            BatchedInferencePipeline(model) if batcher is None else cross_request_pipeline(model, batcher)
+        )
         batched = dict(kwargs)
         temperature = batched.pop("temperature")
         # The batched pipeline decodes each region once, at the first temperature of a fallback list.
