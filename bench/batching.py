@@ -22,10 +22,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from talkies.engines.base import EngineContext, Region, TranscriptionRequest  # noqa: E402
-from talkies.engines.whisper.engine import WhisperEngine  # noqa: E402
-from talkies.registry import ModelSpec  # noqa: E402
-from tests.fixtures.speech import long_speech  # noqa: E402
+from tests.fixtures.speech import long_speech
+
+from talkies.engines.base import EngineContext, Region, TranscriptionRequest
+from talkies.engines.whisper.engine import WhisperEngine
+from talkies.registry import ModelSpec
 
 
 def engine(model_dir: Path, batching: bool, threads: int) -> WhisperEngine:

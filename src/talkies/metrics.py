@@ -95,7 +95,7 @@ class _PoolCollector(Collector):
                 continue
             counts, waited, by_timer = snapshot
             buckets = [
-                (str(le), float(sum(n for size, n in counts.items() if size <= le)))
+                (str(float(le)), float(sum(n for size, n in counts.items() if size <= le)))
                 for le in BATCH_SIZE_BUCKETS
             ]
             buckets.append(("+Inf", float(sum(counts.values()))))

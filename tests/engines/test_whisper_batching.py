@@ -74,7 +74,7 @@ def concurrently(engine: WhisperEngine, requests: list[TranscriptionRequest]) ->
         barrier.wait(60)
         try:
             return engine.transcribe(req)
-        except Exception as exc:  # noqa: BLE001 - the test inspects it
+        except Exception as exc:  # the test inspects it
             return exc
 
     with ThreadPoolExecutor(len(requests)) as threads:
@@ -139,7 +139,8 @@ def test_n_concurrent_requests_take_fewer_than_n_forward_passes(
     assert all(isinstance(r, TranscriptionResult) and r.segments for r in results), results
     assert forward_passes == [3, 3], "six one-window requests, two calls of max_batch_size"
     sizes, _, timer_closed = engine.batch_stats.snapshot()
-    assert sizes == {3: 2} and timer_closed == 0
+    assert sizes == {3: 2}
+    assert timer_closed == 0
 
 
 def test_a_failed_batch_answers_each_of_its_requests_with_the_error(
@@ -210,3 +211,39 @@ def test_silence_is_not_submitted(make: Callable[..., WhisperEngine]) -> None:
     engine = make(batching=True)
     result = engine.transcribe(TranscriptionRequest(audio=np.zeros(16_000 * 40, np.float32), regions=()))
     assert result.segments == []
+
+
+def test_in_a_worker_process_the_batcher_lives_beside_the_engine(model_dir: Path) -> None:
+    """Isolated (the whisper default): the worker's request threads share its batcher, and its totals
+    come back over the link for /metrics. Three requests, a 10 s window (the registry's bound) to meet."""
+    from talkies.workers import ProcessEngine
+
+    spec = ModelSpec(
+        slug="whisper-micro",
+        executor="whisper",
+        repo="test/whisper-micro",
+        max_concurrency=3,
+        max_batch_size=3,
+        max_batch_wait_ms=10_000,
+    )
+    context = EngineContext(
+        slug=spec.slug,
+        model_dir=model_dir,
+        device="cpu",
+        cpu_threads=1,
+        options={**BOUNDED, "batching": True},
+    )
+    engine = ProcessEngine(spec, context, target="talkies.engines.whisper.engine:WhisperEngine")
+    engine.load()
+    try:
+        requests = [request(20.0, language="en", temperature=0.0, word_timestamps=False) for _ in range(3)]
+        results = concurrently(engine, requests)  # type: ignore[arg-type]
+        assert all(isinstance(r, TranscriptionResult) and r.segments for r in results), results
+        snapshot = engine.batch_snapshot()
+        assert snapshot is not None
+        sizes, _, _ = snapshot
+        assert sum(size * n for size, n in sizes.items()) == 3, "every window went through the batcher"
+        assert max(sizes) >= 2, "requests shared a call in the worker"
+    finally:
+        engine.unload()
+    assert engine.batch_snapshot() is None, "no worker, no totals"

@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable, Hashable, Iterator, Sequence
 from concurrent.futures import CancelledError, Future
 from dataclasses import dataclass, field
-from typing import Generic, Literal, TypeVar
+from typing import Generic, Literal, TypeVar, cast
 
 from talkies.engines.base import checkpoint
 
@@ -182,7 +182,7 @@ class Batcher(Generic[K, U, R]):
             self._pending.clear()
             return False
         if kind == "submit":
-            key, ticket, payloads = body  # type: ignore[misc]
+            key, ticket, payloads = cast("tuple[K, Ticket[R], list[U]]", body)
             now = self._clock()
             group = self._pending.setdefault(key, [])
             for payload, future in zip(payloads, ticket.futures, strict=True):
