@@ -247,3 +247,67 @@ def test_in_a_worker_process_the_batcher_lives_beside_the_engine(model_dir: Path
     finally:
         engine.unload()
     assert engine.batch_snapshot() is None, "no worker, no totals"
+
+
+def test_a_request_cancelled_while_its_windows_wait_leaves_the_others_intact(
+    make: Callable[..., WhisperEngine], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The owner is held in a first batch while A (one window) and B (two windows) queue; A's request is
+    abandoned; once released, the next call holds B's two windows only, and B's result is B's alone."""
+    from talkies.engines.base import CallCancelled, CallControl, bind_call, unbind_call
+
+    on = make(batching=True, max_batch_size=2)  # the timer is an hour: only full batches close
+    wanted = make(batching=False).transcribe(request(40.0, language="en", temperature=0.0))
+    calls: list[int] = []
+    release = threading.Event()
+    generate = BatchedInferencePipeline.generate_segment_batched
+
+    def held(self: Any, features: Any, *args: Any) -> Any:
+        calls.append(len(features))
+        if len(calls) == 1:
+            assert release.wait(120)
+        return generate(self, features, *args)
+
+    monkeypatch.setattr(BatchedInferencePipeline, "generate_segment_batched", held)
+    batcher = on._batcher
+    assert batcher is not None
+    submitted = threading.Semaphore(0)
+    submit = batcher.submit
+
+    def counting_submit(*args: Any) -> Any:
+        ticket = submit(*args)
+        submitted.release()
+        return ticket
+
+    monkeypatch.setattr(batcher, "submit", counting_submit)
+    control = CallControl()
+    outcome: dict[str, Any] = {}
+
+    def run(name: str, req: TranscriptionRequest, bound: CallControl | None = None) -> None:
+        token = bind_call(bound)
+        try:
+            outcome[name] = on.transcribe(req)
+        except BaseException as exc:
+            outcome[name] = exc
+        finally:
+            unbind_call(token)
+
+    first = threading.Thread(target=run, args=("first", request(40.0, language="en", temperature=0.0)))
+    first.start()
+    assert submitted.acquire(timeout=120)
+    a = threading.Thread(target=run, args=("a", request(20.0, language="en", temperature=0.0), control))
+    b = threading.Thread(target=run, args=("b", request(40.0, language="en", temperature=0.0)))
+    a.start()
+    assert submitted.acquire(timeout=120)
+    b.start()
+    assert submitted.acquire(timeout=120)
+    control.cancel()
+    a.join(120)
+    assert isinstance(outcome["a"], CallCancelled)
+    release.set()
+    for thread in (first, b):
+        thread.join(300)
+    assert calls == [2, 2], "first's two windows, then B's two: A's window never reached the engine"
+    assert isinstance(outcome["b"], TranscriptionResult)
+    assert shape(outcome["b"]) == shape(wanted)
+    assert shape(outcome["first"]) == shape(wanted)

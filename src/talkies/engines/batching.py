@@ -24,7 +24,7 @@ from concurrent.futures import CancelledError, Future
 from dataclasses import dataclass, field
 from typing import Generic, Literal, TypeVar, cast
 
-from talkies.engines.base import checkpoint
+from talkies.engines.base import CallCancelled, call_abandoned
 
 log = logging.getLogger(__name__)
 
@@ -82,8 +82,9 @@ class Ticket(Generic[R]):
     _cancel: Callable[[Ticket[R]], None] = field(repr=False)
 
     def results(self) -> Iterator[R]:
-        """Each unit's result in order, as its batch finishes. Between polls it calls the engine
-        `checkpoint()`, so an abandoned request stops waiting (and cancels its pending units)."""
+        """Each unit's result in order, as its batch finishes. Between polls it checks whether the request
+        was abandoned, so it stops waiting (and cancels its pending units). Waiting is not progress: a batch
+        that hangs still trips the worker's TALKIES_ENGINE_TIMEOUT for the requests in it."""
         try:
             for future in self.futures:
                 while True:
@@ -91,7 +92,8 @@ class Ticket(Generic[R]):
                         yield future.result(timeout=_POLL_S)
                         break
                     except TimeoutError:
-                        checkpoint()
+                        if call_abandoned():
+                            raise CallCancelled("the request was abandoned") from None
         except BaseException:
             self.cancel()
             raise
