@@ -22,7 +22,7 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 from starlette.types import Scope
@@ -32,6 +32,7 @@ from talkies.pool import ModelPool, PoolEvents
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
 LOAD_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 
 
 class _PoolCollector(Collector):
@@ -66,6 +67,42 @@ class _PoolCollector(Collector):
             if row.get("loaded") and row.get("rss_bytes") is not None:
                 memory.add_metric([row["model"]], row["rss_bytes"])
         yield from (running, waiting, loaded, memory)
+        yield from self._batches()
+
+    def _batches(self) -> Iterator[Metric]:
+        """Cross-request batching per loaded model (engines/batching.py; docs/batching.md)."""
+        sizes = HistogramMetricFamily(
+            "talkies_batch_size", "Work units per engine call of the cross-request batcher", labels=["model"]
+        )
+        wait = CounterMetricFamily(
+            "talkies_batch_wait_seconds",
+            "Seconds the oldest unit of each batch waited for it to close, summed",
+            labels=["model"],
+        )
+        timer = CounterMetricFamily(
+            "talkies_batch_timer_closed",
+            "Batches closed by max_batch_wait_ms, not by max_batch_size",
+            labels=["model"],
+        )
+        for slug in self.pool.occupancy():
+            engine = self.pool.peek_engine(slug) if self.pool.is_loaded(slug) else None
+            snapshot_of = getattr(engine, "batch_snapshot", None)
+            try:
+                snapshot = snapshot_of() if callable(snapshot_of) else None
+            except Exception:  # a worker that just died or is busy answering: skip it this scrape
+                snapshot = None
+            if snapshot is None:
+                continue
+            counts, waited, by_timer = snapshot
+            buckets = [
+                (str(float(le)), float(sum(n for size, n in counts.items() if size <= le)))
+                for le in BATCH_SIZE_BUCKETS
+            ]
+            buckets.append(("+Inf", float(sum(counts.values()))))
+            sizes.add_metric([slug], buckets, float(sum(size * n for size, n in counts.items())))
+            wait.add_metric([slug], waited)
+            timer.add_metric([slug], by_timer)
+        yield from (sizes, wait, timer)
 
 
 class Metrics(PoolEvents):

@@ -245,6 +245,10 @@ class Settings(BaseSettings):
     whisper_batch_size: int = Field(8, ge=1, le=256)
     """Chunks decoded together by faster-whisper's batched pipeline on long files."""
 
+    batching: bool = True
+    """Cross-request batching: concurrent requests for one model share engine calls (docs/batching.md);
+    false decodes each request on its own."""
+
     # --- NeMo ----------------------------------------------------------------------------------------
     nemo_batch_size: int = Field(4, ge=1, le=256)
     """VAD regions of a long file that the NeMo engines (parakeet, canary_*) decode together."""

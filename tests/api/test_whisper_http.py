@@ -212,13 +212,14 @@ def test_multi_minute_file_goes_through_vad_and_the_batched_path(
     client: httpx.Client, audio: dict[str, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     batches: list[int] = []
-    forward = BatchedInferencePipeline.forward
+    # the forward pass of both paths (per request, and across requests: engines/whisper/batched.py)
+    generate = BatchedInferencePipeline.generate_segment_batched
 
     def counting(self: Any, features: Any, *args: Any) -> Any:
         batches.append(len(features))
-        return forward(self, features, *args)
+        return generate(self, features, *args)
 
-    monkeypatch.setattr(BatchedInferencePipeline, "forward", counting)
+    monkeypatch.setattr(BatchedInferencePipeline, "generate_segment_batched", counting)
     response = post(client, "transcriptions", audio["long"], language="en", response_format="verbose_json")
     assert response.status_code == 200, response.text
     body = response.json()

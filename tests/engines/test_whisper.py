@@ -208,6 +208,7 @@ def test_batched_regions_on_a_multi_minute_file(
     monkeypatch.setattr(engine._model, "transcribe", no_sequential)
     monkeypatch.setattr(BatchedInferencePipeline, "forward", counting_forward)
     monkeypatch.setattr(engine, "_batch_size", 4)
+    monkeypatch.setattr(engine, "_batcher", None)  # the per-request path; across requests: *_batching.py
     request = TranscriptionRequest(audio=speech.audio, language="en", temperature=0.0, regions=regions)
     result = engine.transcribe(request)
 

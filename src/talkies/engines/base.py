@@ -197,6 +197,13 @@ def unbind_call(token: object) -> None:
     _current_call.reset(token)  # type: ignore[arg-type]
 
 
+def call_abandoned() -> bool:
+    """Whether the request of the engine call running in this thread was abandoned (no progress report:
+    for waits that are not progress, e.g. a unit waiting for its batch)."""
+    control = _current_call.get()
+    return control is not None and control.cancelled
+
+
 def checkpoint() -> None:
     """Between two steps of an engine call: report progress, and stop if the request was abandoned."""
     control = _current_call.get()

@@ -139,6 +139,7 @@ class ModelPool:
         options: dict[str, object] = {
             "batch_size": self.settings.whisper_batch_size,
             "nemo_batch_size": self.settings.nemo_batch_size,
+            "batching": self.settings.batching,
         }
         if spec.compute_type:
             options["compute_type"] = spec.compute_type

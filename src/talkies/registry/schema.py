@@ -36,6 +36,10 @@ class ExecutorInfo:
     # globs a snapshot laid out by hand must match (each at least one file); () here: its engine class's
     # `required_files`, if any (`talkies.engines.required_files`)
     required_files: tuple[str, ...] = ()
+    # Cross-request batching (docs/batching.md): units of concurrent requests per engine call, and how
+    # long the first unit waits for company; 0 = this executor does not batch across requests.
+    max_batch_size: int = 0
+    max_batch_wait_ms: float = 0.0
 
 
 EXECUTORS: dict[str, ExecutorInfo] = {
@@ -49,6 +53,8 @@ EXECUTORS: dict[str, ExecutorInfo] = {
             ("faster_whisper",),
             snapshot_patterns=("model.bin", "*.json", "vocabulary.*"),
             required_files=("config.json", "model.bin", "tokenizer.json", "vocabulary.*"),
+            max_batch_size=8,
+            max_batch_wait_ms=10.0,
         ),
         ExecutorInfo("parakeet", "asr", "talkies.engines.nemo.parakeet:ParakeetEngine", "nemo", ("nemo",)),
         ExecutorInfo(
@@ -168,6 +174,11 @@ class ModelSpec(BaseModel):
     dependencies: tuple[str, ...] = ()
     max_concurrency: int = Field(1, ge=1, le=256)
     max_queue: int | None = Field(None, ge=0, le=10_000)
+    max_batch_size: int | None = Field(None, ge=1, le=256)
+    """Work units of concurrent requests decoded in one engine call; absent: the executor's default
+    (docs/batching.md); 1 turns cross-request batching off for this model."""
+    max_batch_wait_ms: float | None = Field(None, ge=0, le=10_000)
+    """Milliseconds a batch waits for more units after its first one arrives; absent: the executor's."""
     isolation: Literal["process", "inprocess"] | None = None
     compute_type: str | None = None
     description: str | None = None

@@ -32,7 +32,7 @@ import logging
 import multiprocessing
 import threading
 from collections.abc import Callable, Generator, Hashable, Iterator
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -55,6 +55,7 @@ from talkies.workers.link import UNLOAD_GRACE, WorkerLink, live_workers, process
 log = logging.getLogger(__name__)
 
 _NO_AUDIO = np.zeros(0, dtype=np.float32)
+_STATS_TIMEOUT = 2.0  # seconds a /metrics scrape waits for a worker's batch totals
 
 CATALOG_METHODS = frozenset({"voices", "check_voice"})
 """Methods that must work without weights (see the Synthesizer Protocol): answered in the parent by an
@@ -240,6 +241,19 @@ class ProcessEngine:
         """Resident memory of the worker in bytes (None when it is not running)."""
         pid = self.worker_pid
         return None if pid is None else process_rss(pid)
+
+    def batch_snapshot(self) -> tuple[dict[int, int], float, int] | None:
+        """The cross-request batcher's totals in the worker (engines/batching.py `BatchStats.snapshot`);
+        None when the worker is not running or its engine does not batch."""
+        worker = self._worker
+        if worker is None or not worker.alive:
+            return None
+        rid, inbox = worker.open("batch_stats", None, self.context.slug)
+        try:
+            snapshot, _ = worker.next_reply(inbox, _STATS_TIMEOUT, self.context.slug)
+        finally:
+            worker.close_request(rid)
+        return cast("tuple[dict[int, int], float, int] | None", snapshot)
 
     # --- forwarding ----------------------------------------------------------------------------------
 

@@ -93,7 +93,12 @@ def serve(
             # The parent is gone: nobody will read an answer, and the memory must go back now.
             os._exit(0)
         kind = message[0]
-        if kind == "call":
+        if kind == "call" and message[2] == "batch_stats":
+            # answered here, never queued behind the engine calls it describes (/metrics scrapes it)
+            _, rid, _, _, slug = message
+            stats = getattr(engines.get(slug), "batch_stats", None)
+            replies.send(("result", rid, (None if stats is None else stats.snapshot(), False)))
+        elif kind == "call":
             _, rid, method, payload, slug = message
             calls[rid] = call = _Call(rid, replies)
             pool.submit(_run_call, engines, slug, call, method, payload, calls, blocks)

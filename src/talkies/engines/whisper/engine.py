@@ -52,7 +52,15 @@ from talkies.engines.base import (
     checkpoint,
     drain,
 )
+from talkies.engines.batching import Batcher, BatchStats
 from talkies.engines.snapshot import ensure_snapshot
+from talkies.engines.whisper.batched import (
+    Window,
+    WindowKey,
+    WindowSegments,
+    cross_request_pipeline,
+    decode_windows,
+)
 from talkies.engines.whisper.timeline import (
     DEFAULT_REGION_GAP,
     clamp_next,
@@ -94,7 +102,14 @@ _FLOAT_OPTIONS = (
     "no_speech_threshold", "hallucination_silence_threshold",
 )  # fmt: skip
 _BOOL_OPTIONS = ("condition_on_previous_text", "without_timestamps")
-_ENGINE_OPTIONS = ("compute_type", "batch_size", "num_workers", "max_region_gap")
+_ENGINE_OPTIONS = (
+    "compute_type",
+    "batch_size",
+    "num_workers",
+    "max_region_gap",
+    "batching",
+    "nemo_batch_size",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,6 +165,13 @@ class WhisperEngine:
         if isinstance(gap, bool) or not isinstance(gap, int | float) or gap < 0:
             raise ModelLoadError(f"whisper option 'max_region_gap' must be seconds >= 0, got {gap!r}")
         self._max_region_gap = float(gap)
+        executor = EXECUTORS["whisper"]
+        self.max_batch_size = spec.max_batch_size or executor.max_batch_size
+        wait_ms = executor.max_batch_wait_ms if spec.max_batch_wait_ms is None else spec.max_batch_wait_ms
+        self.max_batch_wait_s = wait_ms / 1000
+        self.batching = bool(context.options.get("batching", True)) and self.max_batch_size > 1
+        self.batch_stats = BatchStats()
+        self._batcher: Batcher[WindowKey, Window, WindowSegments] | None = None
         unknown = set(context.options) - set(_ENGINE_OPTIONS) - set(self._decode_options)
         if unknown:
             log.warning("%s: ignoring unknown whisper options %s", spec.slug, ", ".join(sorted(unknown)))
@@ -206,6 +228,14 @@ class WhisperEngine:
         except (RuntimeError, ValueError, OSError) as exc:
             raise ModelLoadError(f"model {self.spec.slug!r} failed to load from {model_dir}: {exc}") from exc
         self._model = model
+        if self.batching:
+            self._batcher = Batcher(
+                self.spec.slug,
+                lambda key, windows: decode_windows(model, key, windows),
+                max_batch_size=self.max_batch_size,
+                max_wait_s=self.max_batch_wait_s,
+                on_batch=self.batch_stats.record,
+            )
         self.can_translate = bool(model.model.is_multilingual)
         self._languages = _model_languages(model)
         log.info(
@@ -214,11 +244,18 @@ class WhisperEngine:
         )  # fmt: skip
 
     def unload(self) -> None:
+        batcher, self._batcher = self._batcher, None
+        if batcher is not None:
+            batcher.close()
         model, self._model = self._model, None
         if model is not None:
             # CT2 frees its weights when the last Python reference goes; nothing else holds one.
             del model
             gc.collect()
+
+    def batch_snapshot(self) -> tuple[dict[int, int], float, int] | None:
+        """Cross-request batch totals for /metrics (`BatchStats.snapshot`); None when batching is off."""
+        return self.batch_stats.snapshot() if self.batching else None
 
     # --- transcription -------------------------------------------------------------------------------
 
@@ -287,8 +324,12 @@ class WhisperEngine:
             return _Decoded(iter(()), language)
         from faster_whisper import BatchedInferencePipeline
 
-        # A pipeline per request: it keeps per-call state (last_speech_timestamp).
-        pipeline = BatchedInferencePipeline(model)
+        # A pipeline per request: it keeps per-call state (last_speech_timestamp). With cross-request
+        # batching its windows join those of concurrent requests (engines/whisper/batched.py).
+        batcher = self._batcher
+        pipeline = (
+            BatchedInferencePipeline(model) if batcher is None else cross_request_pipeline(model, batcher)
+        )
         batched = dict(kwargs)
         temperature = batched.pop("temperature")
         # The batched pipeline decodes each region once, at the first temperature of a fallback list.
