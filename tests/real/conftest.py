@@ -92,4 +92,3 @@ def spoken(client: httpx.Client) -> Callable[..., bytes]:
         return done[key]
 
     return speak
-

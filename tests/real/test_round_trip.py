@@ -90,8 +90,12 @@ def test_every_transcription_format_says_the_same(client: httpx.Client, spoken: 
     assert wer(SENTENCE, plain) <= WER_BOUND, plain
     texts = {
         "text": transcribe(client, audio, "speech.wav", response_format="text").text,
-        "verbose_json": transcribe(client, audio, "speech.wav", response_format="verbose_json").json()["text"],
-        "diarized_json": transcribe(client, audio, "speech.wav", response_format="diarized_json").json()["text"],
+        "verbose_json": transcribe(client, audio, "speech.wav", response_format="verbose_json").json()[
+            "text"
+        ],
+        "diarized_json": transcribe(client, audio, "speech.wav", response_format="diarized_json").json()[
+            "text"
+        ],
         "srt": cue_text(transcribe(client, audio, "speech.wav", response_format="srt").text),
         "vtt": cue_text(transcribe(client, audio, "speech.wav", response_format="vtt").text),
     }
@@ -100,7 +104,9 @@ def test_every_transcription_format_says_the_same(client: httpx.Client, spoken: 
         assert words(text) == words(plain), (response_format, text, plain)
 
 
-def test_streamed_transcription_equals_the_plain_one(client: httpx.Client, spoken: Callable[..., bytes]) -> None:
+def test_streamed_transcription_equals_the_plain_one(
+    client: httpx.Client, spoken: Callable[..., bytes]
+) -> None:
     audio = spoken(SENTENCE)
     plain = transcribe(client, audio, "speech.wav").json()["text"]
     events = sse_events(transcribe(client, audio, "speech.wav", stream="true").text)
@@ -119,7 +125,10 @@ def test_openai_client_round_trip(base_url: str) -> None:
     ) as speech:
         audio = speech.read()
     result = sdk.audio.transcriptions.create(
-        model=WHISPER, file=("speech.opus", audio), response_format="verbose_json", timestamp_granularities=["word"]
+        model=WHISPER,
+        file=("speech.opus", audio),
+        response_format="verbose_json",
+        timestamp_granularities=["word"],
     )
     assert wer(SENTENCE, result.text) <= WER_BOUND, result.text
     assert result.words
