@@ -4,8 +4,8 @@
 Every sentence must come back whole, at its own place in the file: each word's timestamps (absolute, from
 the start of the file) fall inside the span of the sentence it belongs to, and the words found in a span
 are the words Whisper base hears when that sentence is sent on its own (up to SAME_TEXT), the first one
-and the last one ending where they do when it is heard alone (FIRST_WORD_END, LAST_WORD_END). A region cut too
-tight, a clip offset applied twice or a segment lost between two clips all break that.
+and the last one ending where they do when it is heard alone (FIRST_WORD_END, LAST_WORD_END). A region
+cut too tight, a clip offset applied twice or a segment lost between two clips all break that.
 """
 
 from __future__ import annotations
