@@ -51,8 +51,6 @@ _PUNCTUATION = ".!?;:,"
 
 
 class KokoroOnnxEngine(KokoroBase):
-    speaks_pack_voices = True
-
     def __init__(self, spec: ModelSpec, context: EngineContext) -> None:
         super().__init__(spec, context)
         self._session: Any = None
@@ -62,6 +60,8 @@ class KokoroOnnxEngine(KokoroBase):
         self._g2p: dict[str, Any] = {}
 
     # -- catalog (no heavy imports) ----------------------------------------------------------------
+    speaks_pack_voices = True  # every voice of the voice file is listed (KokoroBase.voice_names)
+
     def _present_voices(self) -> list[str] | None:
         model_dir = self.context.model_dir
         if not model_dir.is_dir():
