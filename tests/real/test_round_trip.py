@@ -3,9 +3,9 @@ and streamed, over HTTP and through the official `openai` client, with real weig
 
 WER_BOUND: measured on this machine in two runs, Whisper base transcribed Kokoro int8's jm_kumo speaking
 SENTENCE word for word (WER 0.00) in all six speech formats, streamed and through the SDK (the issue's
-recipe measured 0.05 over four sentences). Greedy decoding on the CPU is deterministic, so the figure
-moves only with the codecs' output; the bound allows about one misheard word in four (3 of this
-sentence's 14), and broken audio (noise, a wrong sample rate, a truncated clip) scores 0.5 to 1.0.
+recipe measured 0.05 over four sentences). Decoding on the CPU is deterministic, so the figure moves
+only with the codecs' output; the bound allows 3 misheard words of this sentence's 14, and a clip cut
+at a quarter of its length, or silence, fails it.
 """
 
 from __future__ import annotations
