@@ -5,7 +5,7 @@ WER_BOUND: measured on this machine in two runs, Whisper base transcribed Kokoro
 SENTENCE word for word (WER 0.00) in all six speech formats, streamed and through the SDK (the issue's
 recipe measured 0.05 over four sentences). Decoding on the CPU is deterministic, so the figure moves
 only with the codecs' output; the bound allows 3 misheard words of this sentence's 14, and a clip cut
-at a quarter of its length, or silence, fails it.
+by a third of its length, or silence, fails it.
 """
 
 from __future__ import annotations
