@@ -12,8 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from talkies.engines.base import EngineContext
-from talkies.engines.kokoro.onnx import KokoroOnnxEngine, VoiceStore, read_vocab, split_phonemes
+from talkies.engines.base import EngineContext, SpeechRequest
+from talkies.engines.kokoro.onnx import KokoroOnnxEngine, VoiceStore, find_onnx, read_vocab, split_phonemes
+from talkies.engines.kokoro.voices import CATALOG
 from talkies.registry import ModelSpec
 from tests.fixtures.kokoro import SNAPSHOT_VOICES, build_kokoro_onnx
 
@@ -55,8 +56,13 @@ def test_no_torch_on_the_onnx_path(tmp_path: Path) -> None:
 
 def test_voices_before_load_follow_the_snapshot(tmp_path: Path) -> None:
     assert len(_engine(tmp_path / "absent").voices()) == 41  # not downloaded yet: the whole catalog
-    (tmp_path / "voices.txt").write_text("0=af_heart\n1=zm_yunxi\n2=pm_alex\n")
-    assert [v.name for v in _engine(tmp_path).voices()] == ["af_heart", "pm_alex"]
+    (tmp_path / "voices.txt").write_text("0=af_heart\n1=zm_yunxi\n2=pm_alex\n3=af_custom\n")
+    voices = _engine(tmp_path).voices()
+    # the catalog's names in its order, then whatever else the voice file holds (no Mandarin G2P here:
+    # zm_yunxi speaks American English unless a request names a language)
+    assert [v.name for v in voices] == ["af_heart", "pm_alex", "af_custom", "zm_yunxi"]
+    assert {v.name: v.languages for v in voices}["zm_yunxi"] == ("en-us",)
+    assert {v.name: v.languages for v in voices}["pm_alex"] == ("pt-br",)
 
 
 def test_voice_layouts(tmp_path: Path) -> None:
@@ -120,3 +126,55 @@ def test_cuda_provider_when_available_and_asked_for(tmp_path: Path) -> None:
     assert _engine(tmp_path, "cuda")._providers(_FakeOrt(["CPUExecutionProvider"])) == [
         "CPUExecutionProvider"
     ]
+
+
+def _release_layout(target: Path) -> Path:
+    """The generated graph and voices laid out as the kokoro-onnx release files are downloaded: two graphs,
+    an .npz voice archive named voices-v1.0.bin holding a voice outside the catalog, no vocabulary."""
+    snapshot = build_kokoro_onnx()
+    target.mkdir()
+    for name in ("kokoro-v1.0.onnx", "kokoro-v1.0.int8.onnx"):
+        (target / name).write_bytes((snapshot / "kokoro-82m-v1.0.onnx").read_bytes())
+    store = VoiceStore.open(snapshot)
+    packs = {name: store.style(name).reshape(510, 1, 256) for name in SNAPSHOT_VOICES}
+    packs["jm_kumo"] = packs[SNAPSHOT_VOICES[0]]
+    with (target / "voices-v1.0.bin").open("wb") as handle:
+        np.savez(handle, **packs)
+    return target
+
+
+def test_release_layout_picks_the_graph_compute_type_asks_for(tmp_path: Path) -> None:
+    release = _release_layout(tmp_path / "release")
+    assert find_onnx(release).name == "kokoro-v1.0.onnx"
+    assert find_onnx(release, "int8").name == "kokoro-v1.0.int8.onnx"
+    (release / "kokoro-v1.0.onnx").unlink()
+    assert find_onnx(release).name == "kokoro-v1.0.int8.onnx"  # the only one there is
+
+
+def test_release_layout_needs_no_vocabulary_file(tmp_path: Path) -> None:
+    real = json.loads((resources.files("kokoro_onnx") / "config.json").read_text(encoding="utf-8"))["vocab"]
+    assert read_vocab(tmp_path) == real  # nothing on disk: Kokoro v1.0's own
+    (tmp_path / "vocab.json").write_text(json.dumps({"vocab": {"a": 1}}))  # the wheel's spelling wins
+    assert read_vocab(tmp_path) == {"a": 1}
+
+
+@pytest.mark.slow
+def test_release_layout_loads_as_is_and_speaks_its_own_voices(tmp_path: Path) -> None:
+    release = _release_layout(tmp_path / "release")
+    spec = SPEC.model_copy(update={"compute_type": "int8"})
+    engine = KokoroOnnxEngine(
+        spec, EngineContext(slug=SPEC.slug, model_dir=release, device="cpu", cpu_threads=1)
+    )
+    names = [v.name for v in engine.voices()]
+    assert names == [*CATALOG, "jf_alpha", "jm_kumo", "zf_xiaobei"]  # the catalog, then the file's others
+    engine.load()
+    try:
+        pcm = np.concatenate(
+            [c.pcm for c in engine.synthesize(SpeechRequest(text="Hello there.", voice="jm_kumo"))]
+        )
+        assert pcm.size > 0
+        assert np.isfinite(pcm).all()
+        french = engine.synthesize(SpeechRequest(text="Bonjour.", voice="jm_kumo", language="fr"))
+        assert sum(c.pcm.size for c in french) > 0
+    finally:
+        engine.unload()

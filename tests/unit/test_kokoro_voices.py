@@ -119,3 +119,14 @@ def test_split_text_bounds_long_sentences_at_clauses_then_words() -> None:
 
 def test_split_text_empty() -> None:
     assert split_text("  \n ") == []
+
+
+def test_voices_without_a_g2p_speak_the_requested_language_or_english() -> None:
+    from talkies.engines.kokoro.base import spoken_language
+
+    assert spoken_language("bf_emma", "fr").code == "b"  # a catalog voice keeps its own language
+    assert spoken_language("jm_kumo", None).espeak == "en-us"
+    assert spoken_language("jm_kumo", "fr").espeak == "fr-fr"
+    assert spoken_language("jm_kumo", "en-gb").code == "b"
+    assert spoken_language("zf_xiaobei", "p").espeak == "pt-br"
+    assert spoken_language("jm_kumo", "ja").espeak == "en-us"  # no Japanese G2P here: English

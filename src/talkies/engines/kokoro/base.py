@@ -17,6 +17,7 @@ import numpy.typing as npt
 from talkies.audio.pcm_join import CrossfadeJoiner
 from talkies.engines.base import TTS_SAMPLE_RATE, AudioChunk, EngineContext, SpeechRequest, Voice
 from talkies.engines.kokoro.voices import (
+    CATALOG,
     LANGUAGES,
     KokoroLanguage,
     VoiceBlend,
@@ -37,6 +38,11 @@ MIN_SPEED, MAX_SPEED = 0.25, 4.0
 
 class KokoroBase:
     """Base of `KokoroEngine` and `KokoroOnnxEngine` (implements `Synthesizer`)."""
+
+    speaks_pack_voices = False
+    """True: every voice the snapshot's voice file holds is listed, not only the catalog's names; a voice
+    whose language has no G2P here (jm_kumo: Japanese) speaks the request's `language` (or the registry's
+    `default_language`) when it names one of LANGUAGES, else American English."""
 
     def __init__(self, spec: ModelSpec, context: EngineContext) -> None:
         self.spec = spec
@@ -66,12 +72,21 @@ class KokoroBase:
 
     # -- Synthesizer -------------------------------------------------------------------------------
     def voice_names(self) -> list[str]:
-        return catalog(self._present_voices(), self._g2p_languages())
+        present, languages = self._present_voices(), self._g2p_languages()
+        names = catalog(present, languages)
+        if not self.speaks_pack_voices or not present or "a" not in languages:
+            return names
+        known = set(CATALOG)
+        extra = [v for v in present if v not in known and (v[:1] not in LANGUAGES or v[:1] in languages)]
+        return names + sorted(extra)
 
     def voices(self) -> list[Voice]:
         names = self.voice_names()
         default = default_voice(names, self.spec.default_voice)
-        return [Voice(name=name, default=name == default, languages=_voice_languages(name)) for name in names]
+        return [
+            Voice(name=name, default=name == default, languages=(spoken_language(name, None).espeak,))
+            for name in names
+        ]
 
     def resolve_voice(self, voice: str | None) -> VoiceBlend:
         names = self.voice_names()
@@ -91,14 +106,17 @@ class KokoroBase:
         blend = self.resolve_voice(request.voice)
         speed = min(MAX_SPEED, max(MIN_SPEED, float(request.speed)))
         chunks = split_text(request.text)
-        return self._stream(chunks, blend, speed)  # `instructions` and `language`: Kokoro has neither
+        language = spoken_language(blend.names[0], request.language)  # `instructions`: Kokoro has none
+        return self._stream(chunks, blend, language, speed)
 
-    def _stream(self, chunks: list[str], blend: VoiceBlend, speed: float) -> Iterator[AudioChunk]:
+    def _stream(
+        self, chunks: list[str], blend: VoiceBlend, language: KokoroLanguage, speed: float
+    ) -> Iterator[AudioChunk]:
         style = self._style(blend)
         joiner = CrossfadeJoiner(KOKORO_SAMPLE_RATE)
         for text in chunks:
             with self._lock:
-                pieces = [_as_pcm(p) for p in self._synthesize_chunk(text, blend.language, style, speed)]
+                pieces = [_as_pcm(p) for p in self._synthesize_chunk(text, language, style, speed)]
             for piece in pieces:
                 out = joiner.push(piece)
                 if out.size:
@@ -128,7 +146,15 @@ def _as_pcm(audio: Any) -> npt.NDArray[np.float32]:
     return np.clip(np.nan_to_num(pcm), -1.0, 1.0)
 
 
-def _voice_languages(name: str) -> tuple[str, ...]:
-    """A Kokoro voice's language from the first letter of its name ("af_heart" -> "en-us")."""
-    language = LANGUAGES.get(name[:1])
-    return (language.espeak,) if language else ()
+def spoken_language(voice: str, requested: str | None) -> KokoroLanguage:
+    """The language a voice speaks: its name's first letter ("af_heart" -> American English); for a voice
+    of a language without a G2P here (jm_kumo), `requested` when it names a Kokoro language (its code
+    letter, espeak name or ISO code: "a", "en-us", "fr"), else American English."""
+    own = LANGUAGES.get(voice[:1])
+    if own is not None:
+        return own
+    wanted = (requested or "").strip().lower()
+    for language in LANGUAGES.values():
+        if wanted in (language.code, language.espeak, language.espeak.partition("-")[0]):
+            return language
+    return LANGUAGES["a"]

@@ -8,10 +8,14 @@ docs/kokoro.md for the sources and what could not be confirmed)::
     voices.txt             "<index>=<name>" per line
     tokens.txt             "<phoneme> <id>" per line (the Kokoro vocabulary)
 
-Files are found by pattern, so other Kokoro ONNX layouts load too: any `*.onnx` (the NVIDIA name, then
-`model.onnx`, then the first), voices from voices.bin+voices.txt, a kokoro-onnx `voices*.npz`/`.bin`
-archive, or per-voice `voices/<name>.bin|.npy`; vocabulary from tokens.txt, config.json's `vocab`, or
-tokenizer.json. Input names and dtypes are read from the graph.
+Files are found by pattern, so other Kokoro ONNX layouts load too, among them the kokoro-onnx release
+files exactly as downloaded (`kokoro-v1.0.onnx` or `kokoro-v1.0.int8.onnx` + `voices-v1.0.bin`, nothing
+else): any `*.onnx` (the registry's `compute_type: int8` picks a `*.int8.onnx`, otherwise a full-precision
+graph is preferred: the NVIDIA name, `kokoro-v1.0.onnx`, `model.onnx`, then the first), voices from
+voices.bin+voices.txt, a kokoro-onnx `voices*.npz`/`.bin` archive, or per-voice `voices/<name>.bin|.npy`;
+vocabulary from tokens.txt, config.json's `vocab`, vocab.json or tokenizer.json, else Kokoro v1.0's own
+(`vocab.py`: the release files carry none). Every voice the voice file holds is listed, not only the
+catalog's names (`KokoroBase.speaks_pack_voices`). Input names and dtypes are read from the graph.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ import numpy as np
 import numpy.typing as npt
 
 from talkies.engines.kokoro.base import KokoroBase
+from talkies.engines.kokoro.vocab import KOKORO_V1_VOCAB
 from talkies.engines.kokoro.voices import KokoroLanguage
 from talkies.engines.snapshot import ensure_snapshot
 from talkies.errors import EngineUnavailableError
@@ -39,7 +44,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-PREFERRED_ONNX = ("kokoro-82m-v1.0.onnx", "model.onnx")
+PREFERRED_ONNX = ("kokoro-82m-v1.0.onnx", "kokoro-v1.0.onnx", "kokoro-v1.0.int8.onnx", "model.onnx")
 STYLE_ROWS, STYLE_DIM = 510, 256
 MAX_TOKENS = STYLE_ROWS - 2  # plus the two pad tokens around every sequence
 _PUNCTUATION = ".!?;:,"
@@ -57,6 +62,8 @@ class KokoroOnnxEngine(KokoroBase):
         self._g2p: dict[str, Any] = {}
 
     # -- catalog (no heavy imports) ----------------------------------------------------------------
+    speaks_pack_voices = True  # every voice of the voice file is listed (KokoroBase.voice_names)
+
     def _present_voices(self) -> list[str] | None:
         model_dir = self.context.model_dir
         if not model_dir.is_dir():
@@ -71,7 +78,7 @@ class KokoroOnnxEngine(KokoroBase):
     # -- lifecycle ---------------------------------------------------------------------------------
     def load(self) -> None:
         model_dir = ensure_snapshot(self.spec.slug, self.spec.repo, self.context.model_dir)
-        graph = find_onnx(model_dir)
+        graph = find_onnx(model_dir, self.spec.compute_type)
         self._vocab = read_vocab(model_dir)
         self._voices = VoiceStore.open(model_dir)
         import onnxruntime as ort
@@ -185,15 +192,22 @@ def split_phonemes(phonemes: str, limit: int) -> list[str]:
     return [b for b in out if b]
 
 
-def find_onnx(model_dir: Path) -> Path:
+def find_onnx(model_dir: Path, compute_type: str | None = None) -> Path:
+    """The graph to run: a `*.int8.onnx` when `compute_type` is int8 (and there is one), else a full one."""
     graphs = sorted(model_dir.rglob("*.onnx"))
+    if not graphs:
+        raise EngineUnavailableError(
+            f"no .onnx graph in {model_dir} (expected kokoro-82m-v1.0.onnx, kokoro-v1.0.onnx or "
+            "kokoro-v1.0.int8.onnx)"
+        )
+    quantized = [g for g in graphs if g.name.endswith(".int8.onnx")]
+    full = [g for g in graphs if g not in quantized]
+    candidates = (quantized or full) if compute_type == "int8" else (full or quantized)
     for name in PREFERRED_ONNX:
-        for graph in graphs:
+        for graph in candidates:
             if graph.name == name:
                 return graph
-    if not graphs:
-        raise EngineUnavailableError(f"no .onnx graph in {model_dir} (expected kokoro-82m-v1.0.onnx)")
-    return graphs[0]
+    return candidates[0]
 
 
 def read_vocab(model_dir: Path) -> dict[str, int]:
@@ -206,17 +220,19 @@ def read_vocab(model_dir: Path) -> dict[str, int]:
             symbol, _, index = line.rpartition(" ")
             vocab[symbol or line[:1]] = int(index)  # the space phoneme's line is "  16"
         return vocab
-    for name, path in (("config.json", ("vocab",)), ("tokenizer.json", ("model", "vocab"))):
+    for name, path in (
+        ("config.json", ("vocab",)), ("vocab.json", ("vocab",)), ("vocab.json", ()),
+        ("tokenizer.json", ("model", "vocab")),
+    ):  # fmt: skip
         file = model_dir / name
         if file.is_file():
             data: Any = json.loads(file.read_text(encoding="utf-8"))
             for key in path:
                 data = data.get(key, {}) if isinstance(data, dict) else {}
-            if data:
+            if isinstance(data, dict) and data and all(isinstance(v, int) for v in data.values()):
                 return {str(k): int(v) for k, v in data.items()}
-    raise EngineUnavailableError(
-        f"no Kokoro vocabulary in {model_dir} (tokens.txt, config.json or tokenizer.json)"
-    )
+    log.info("no vocabulary in %s: using Kokoro v1.0's own (kokoro-onnx release layout)", model_dir)
+    return dict(KOKORO_V1_VOCAB)
 
 
 class VoiceStore:
