@@ -221,7 +221,8 @@ class Settings(BaseSettings):
     """Realtime sessions open at once; one more is answered with an `error` event and closed (1013).
     0 turns the endpoint off."""
     realtime_idle_timeout: Duration = Field(60.0, gt=0, le=86_400)
-    """A realtime session that receives no message for this long is closed (1000)."""
+    """A realtime session that receives no message for this long, while none of its turns is being
+    transcribed, is closed (an `error` event, then close code 1000)."""
     realtime_max_turn_seconds: Duration = Field(30.0, ge=1, le=600)
     """Longest turn (input audio buffer) in seconds. Server VAD commits a turn that reaches it; with manual
     commit, an append past it is refused with an `error` event until the client commits or clears."""

@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
 
 from talkies.audio.encode import resample, to_int16
 from talkies.audio.g711 import pcm16_to_alaw, pcm16_to_ulaw
@@ -65,6 +66,8 @@ class Recorder:
             async for message in self.ws:
                 self.events.append(json.loads(message))
                 self._changed.set()
+        except ConnectionClosed:
+            pass  # the close code is on self.ws
         finally:
             self._changed.set()
 
@@ -94,6 +97,10 @@ class Recorder:
         """The first `kind` event at index `after` or later."""
         found = await self.wait_for(lambda e: e["type"] == kind and self.events.index(e) >= after)
         return found[0]
+
+    async def until_closed(self) -> None:
+        async with asyncio.timeout(WAIT_S):
+            await asyncio.shield(self._reader)
 
     def types(self) -> list[str]:
         return [e["type"] for e in self.events]

@@ -118,6 +118,8 @@ async def _serve(websocket: WebSocket, app: Any, settings: Any) -> None:
                 async with asyncio.timeout(settings.realtime_idle_timeout):
                     message = await websocket.receive()
             except TimeoutError:
+                if session.busy:
+                    continue  # waiting for its own transcription is not idle
                 idle = ServiceUnavailableError(
                     f"no message for {settings.realtime_idle_timeout:g} s (TALKIES_REALTIME_IDLE_TIMEOUT); "
                     "session closed"

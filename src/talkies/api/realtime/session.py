@@ -134,6 +134,11 @@ class RealtimeSession:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
 
+    @property
+    def busy(self) -> bool:
+        """Committed turns are still being transcribed."""
+        return self._queued_samples > 0
+
     def _render(self) -> dict[str, Any]:
         render = render_beta if self.beta else render_ga
         return render(self.config, self.id, self.expires_at)
