@@ -17,7 +17,12 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 router = APIRouter(include_in_schema=False)
 
 PUBLIC_PREFIX = "/ui/"
-_STATIC = {"app.js": "text/javascript", "style.css": "text/css"}
+_STATIC = {
+    "app.js": "text/javascript",
+    "live.js": "text/javascript",  # live microphone mode over the realtime WebSocket
+    "mic-worklet.js": "text/javascript",
+    "style.css": "text/css",
+}
 # The page loads nothing from elsewhere: a Content-Security-Policy keeps it that way.
 _HEADERS = {
     "Content-Security-Policy": "default-src 'self'; media-src 'self' blob:; img-src 'self' data:; "
