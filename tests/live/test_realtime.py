@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+import os
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -29,6 +31,7 @@ from tests.live.realtime_helpers import (
     spoken,
     ws_url,
 )
+from tests.fixtures.cache import install_snapshot
 from tests.live_server import LiveServer, live_server
 
 pytestmark = pytest.mark.slow
@@ -60,9 +63,22 @@ MANUAL = {
 }
 
 
+REAL_MODELS = Path(os.environ.get("TALKIES_REAL_MODELS", Path.home() / ".cache" / "real-models"))
+WHISPER_BASE = REAL_MODELS / "whisper-base"  # the real-weight tier (/work/shared/recipes/real-models)
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    with live_server(tmp_path_factory.mktemp("realtime"), {MODEL: POCKETSPHINX}) as running:
+    tmp = tmp_path_factory.mktemp("realtime")
+    models: dict[str, dict[str, Any]] = {MODEL: POCKETSPHINX}
+    if (WHISPER_BASE / "model.bin").exists() and importlib.util.find_spec("faster_whisper") is not None:
+        install_snapshot(WHISPER_BASE, tmp / "live-data", "whisper-base")
+        models["whisper-base"] = {
+            "executor": "whisper",
+            "repo": "Systran/faster-whisper-base",
+            "compute_type": "int8",
+        }
+    with live_server(tmp, models) as running:
         yield running
 
 
@@ -310,3 +326,25 @@ def test_a_model_in_the_url_that_does_not_exist_is_named(server: LiveServer) -> 
     assert events[0]["type"] == "session.created"
     assert "nope" in events[1]["error"]["message"]
     assert events[1]["error"]["code"] == "model_not_found"
+
+
+@pytest.mark.skipif(
+    not (WHISPER_BASE / "model.bin").exists(), reason="the real-weight tier (whisper-base) is absent"
+)
+def test_whisper_base_real_weights(server: LiveServer, two_sentences: tuple[bytes, int]) -> None:
+    """Whisper sends its delta from the final decode (no interim decodes: not cheap), then `completed`."""
+
+    async def run() -> list[dict[str, Any]]:
+        client = await open_raw(ws_url(server.url, "intent=transcription&model=whisper-base"))
+        await client.next_of("session.created")
+        await client.append(*two_sentences)
+        await client.wait_for(lambda e: e["type"] == COMPLETED, count=len(SENTENCES))
+        await client.ws.close()
+        return client.events
+
+    events = asyncio.run(run())
+    transcripts = check_turns(events, SENTENCES)
+    for done in (e for e in events if e["type"] == COMPLETED):
+        deltas = [e["delta"] for e in events if e["type"] == DELTA and e["item_id"] == done["item_id"]]
+        assert deltas == [done["transcript"]]  # one delta, after the turn, from the final decode
+    assert transcripts

@@ -299,7 +299,7 @@ class RealtimeSession:
             if isinstance(exc, QueueFullError | ServiceUnavailableError):
                 await self.send(error_event(exc))  # admission: the client should know the server is busy
             return
-        text = transcript.result.text.strip()
+        text = " ".join(transcript.result.text.split())  # one line per turn, as its deltas
         rest = stable_growth(self._emitted.get(turn.item_id, ""), text, final=True)
         if rest:
             await self.send({"type": f"{TRANSCRIPTION}.delta", "event_id": event_id(), **ids, "delta": rest})
