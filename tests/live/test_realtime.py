@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from tests.api.audio_helpers import SENTENCE_A, SENTENCE_B, word_overlap
+from tests.fixtures.cache import install_snapshot
 from tests.live.realtime_helpers import (
     COMMITTED,
     COMPLETED,
@@ -31,7 +32,6 @@ from tests.live.realtime_helpers import (
     spoken,
     ws_url,
 )
-from tests.fixtures.cache import install_snapshot
 from tests.live_server import LiveServer, live_server
 
 pytestmark = pytest.mark.slow
