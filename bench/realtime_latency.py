@@ -40,7 +40,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "src"), str(ROOT)]
 
-from tests.api.audio_helpers import RATE, silence, speak  # noqa: E402
+from tests.api.audio_helpers import RATE  # noqa: E402
+from tests.live.realtime_helpers import speak_at  # noqa: E402
 from tests.live_server import live_server  # noqa: E402
 
 from talkies.audio.encode import resample, to_int16  # noqa: E402
@@ -74,17 +75,17 @@ UPDATE = {
 
 def stream_audio() -> tuple[np.ndarray, list[tuple[int, int]], list[bytes]]:
     """24 kHz int16 stream, each sentence's (start, end) sample, and each sentence as a 16 kHz WAV."""
-    parts = [silence(0.5)]
-    spans, wavs, at = [], [], int(0.5 * RATE)
+    parts = [np.zeros(12_000, dtype=np.float32)]
+    spans, wavs, at = [], [], 12_000
     for sentence in SENTENCES:
-        spoken = speak(sentence)
+        spoken = speak_at(sentence)
         loud = np.flatnonzero(np.abs(spoken) > 0.01)  # espeak-ng pads its own silence: trim it
         spoken = spoken[loud[0] : loud[-1] + 1]
-        spans.append((at * 3 // 2, (at + spoken.size) * 3 // 2))
-        wavs.append(_wav(np.concatenate([silence(0.3), spoken, silence(0.35)])))
-        parts += [spoken, silence(1.5)]
-        at += spoken.size + int(1.5 * RATE)
-    return to_int16(resample(np.concatenate(parts), RATE, 24_000)), spans, wavs
+        spans.append((at, at + spoken.size))
+        wavs.append(_wav(resample(np.concatenate([np.zeros(7200, np.float32), spoken]), 24_000, RATE)))
+        parts += [spoken, np.zeros(36_000, dtype=np.float32)]  # 1.5 s of silence
+        at += spoken.size + 36_000
+    return to_int16(np.concatenate(parts)), spans, wavs
 
 
 def _wav(pcm: np.ndarray) -> bytes:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import subprocess
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -15,9 +16,11 @@ from websockets.exceptions import ConnectionClosed
 
 from talkies.audio.encode import resample, to_int16
 from talkies.audio.g711 import pcm16_to_alaw, pcm16_to_ulaw
-from tests.api.audio_helpers import RATE, SENTENCE_A, SENTENCE_B, silence, speak, word_overlap
+from talkies.engines.espeak import parse_wav
+from tests.api.audio_helpers import SENTENCE_A, SENTENCE_B, VOICE, word_overlap
 
 SENTENCES = (SENTENCE_A, SENTENCE_B)
+STREAM_RATE = 24_000  # what OpenAI's audio/pcm (pcm16) carries
 MODEL = "pocketsphinx-en-us"
 POCKETSPHINX = {"executor": "pocketsphinx", "default_source_lang": "en", "languages": ["en"]}
 TRANSCRIPTION = "conversation.item.input_audio_transcription"
@@ -27,19 +30,29 @@ DELTA, COMPLETED = f"{TRANSCRIPTION}.delta", f"{TRANSCRIPTION}.completed"
 WAIT_S = 180  # the loaded machine: a ceiling, never a latency claim
 
 
+def speak_at(text: str, rate: int = STREAM_RATE) -> np.ndarray:
+    """`text` spoken by espeak-ng (en-us+klatt), resampled once from its own rate to `rate`."""
+    wav = subprocess.run(
+        ["espeak-ng", "--stdout", "-v", VOICE], input=text.encode(), capture_output=True, check=True
+    ).stdout
+    pcm, native = parse_wav(wav)
+    return resample(pcm, native, rate)
+
+
 def spoken(sentences: tuple[str, ...] = SENTENCES, gap: float = 1.0) -> np.ndarray:
-    """16 kHz float32: silence, then each sentence followed by `gap` seconds of silence."""
-    parts = [silence(0.4)]
+    """24 kHz float32: silence, then each sentence followed by `gap` seconds of silence."""
+    quiet = lambda seconds: np.zeros(int(seconds * STREAM_RATE), dtype=np.float32)  # noqa: E731
+    parts = [quiet(0.4)]
     for sentence in sentences:
-        parts += [speak(sentence), silence(gap)]
+        parts += [speak_at(sentence), quiet(gap)]
     return np.concatenate(parts)
 
 
 def encode(audio: np.ndarray, encoding: str = "pcm16") -> tuple[bytes, int]:
-    """16 kHz float32 -> (bytes in `encoding`, bytes per 50 ms)."""
+    """24 kHz float32 -> (bytes in `encoding`, bytes per 50 ms)."""
     if encoding == "pcm16":
-        return to_int16(resample(audio, RATE, 24_000)).astype("<i2").tobytes(), 2400
-    narrow = to_int16(resample(audio, RATE, 8_000))
+        return to_int16(audio).astype("<i2").tobytes(), 2400
+    narrow = to_int16(resample(audio, STREAM_RATE, 8_000))
     return (pcm16_to_ulaw(narrow) if encoding == "pcmu" else pcm16_to_alaw(narrow)), 400
 
 

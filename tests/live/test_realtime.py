@@ -150,7 +150,7 @@ def test_manual_commit_with_interim_deltas_before_the_commit(server: LiveServer)
     """With `turn_detection: null` nothing is committed until the client says so; pocketsphinx sends
     interim deltas of the open turn (silence is appended until one arrives, then the client commits)."""
     speech, size = encode(spoken((SENTENCE_A,), gap=0.2))
-    quiet, _ = encode(np.zeros(1600, dtype=np.float32))  # 100 ms
+    quiet, _ = encode(np.zeros(2400, dtype=np.float32))  # 100 ms
 
     async def run() -> list[dict[str, Any]]:
         client = await open_raw(ws_url(server.url))
