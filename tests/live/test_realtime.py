@@ -348,3 +348,22 @@ def test_whisper_base_real_weights(server: LiveServer, two_sentences: tuple[byte
         deltas = [e["delta"] for e in events if e["type"] == DELTA and e["item_id"] == done["item_id"]]
         assert deltas == [done["transcript"]]  # one delta, after the turn, from the final decode
     assert transcripts
+
+
+def test_doubled_v1_prefix_and_conversation_intent(server: LiveServer) -> None:
+    base = server.url.replace("http://", "ws://", 1)
+
+    async def run() -> tuple[list[str], dict[str, Any], int | None]:
+        doubled = await open_raw(f"{base}/v1/v1/realtime?intent=transcription")  # as other routes allow
+        await doubled.next_of("session.created")
+        await doubled.ws.close()
+        conversation = await open_raw(f"{base}/v1/realtime?model={MODEL}&intent=conversation")
+        refused = await conversation.next_of("error")
+        await conversation.until_closed()
+        return doubled.types(), refused, conversation.ws.close_code
+
+    kinds, refused, code = asyncio.run(run())
+    assert kinds[0] == "session.created"
+    assert refused["error"]["param"] == "intent"
+    assert "transcription sessions only" in refused["error"]["message"]
+    assert code == 1008
