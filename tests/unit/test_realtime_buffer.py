@@ -101,14 +101,16 @@ def test_manual_commit_clear_and_the_limits() -> None:
     assert first.audio.size == RATE // 20 + RATE // 2
     assert first.previous_item_id is None
     buffer.append(_ramp(RATE // 4))
-    assert buffer.is_open(buffer.item_id)
+    cleared = buffer.item_id
+    assert buffer.is_open(cleared)
     buffer.clear()
+    assert not buffer.is_open(cleared)
     assert buffer.buffered == 0
     assert buffer.open_turn() is None
     buffer.append(_ramp(RATE // 4))
     second = buffer.commit()
     assert second.previous_item_id == first.item_id
-    assert second.item_id != first.item_id
+    assert second.item_id not in (first.item_id, cleared)
 
 
 def test_item_ids_are_unique_per_session_and_across_sessions() -> None:

@@ -182,6 +182,8 @@ class InputBuffer:
         return self._take(self.start, self.end)
 
     def clear(self) -> None:
+        """Drop the buffer; the next turn gets a new item id (a partial decode of this one is stale)."""
+        self._item_id = None
         self._chunks = []
         self.start = self.end
         self.turn_start = None

@@ -154,6 +154,7 @@ class RealtimeSession:
             elif kind == "input_audio_buffer.commit":
                 await self._emit([self.buffer.commit()])
             elif kind == "input_audio_buffer.clear":
+                self._emitted.pop(self.buffer.item_id, None)  # its item will never be committed
                 self.buffer.clear()
                 self._partial_at = 0
                 await self.send({"type": "input_audio_buffer.cleared", "event_id": event_id()})
