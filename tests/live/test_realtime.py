@@ -63,6 +63,7 @@ MANUAL = {
 }
 
 
+LIVEKIT_DEFAULT_MODEL = "gpt-4o-mini-transcribe"
 REAL_MODELS = Path(os.environ.get("TALKIES_REAL_MODELS", Path.home() / ".cache" / "real-models"))
 WHISPER_BASE = REAL_MODELS / "whisper-base"  # the real-weight tier (/work/shared/recipes/real-models)
 
@@ -70,7 +71,8 @@ WHISPER_BASE = REAL_MODELS / "whisper-base"  # the real-weight tier (/work/share
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     tmp = tmp_path_factory.mktemp("realtime")
-    models: dict[str, dict[str, Any]] = {MODEL: POCKETSPHINX}
+    # LiveKit's default model name, as an alias: a client configured for OpenAI works unchanged
+    models: dict[str, dict[str, Any]] = {MODEL: {**POCKETSPHINX, "aliases": [LIVEKIT_DEFAULT_MODEL]}}
     if (WHISPER_BASE / "model.bin").exists() and importlib.util.find_spec("faster_whisper") is not None:
         install_snapshot(WHISPER_BASE, tmp / "live-data", "whisper-base")
         models["whisper-base"] = {
@@ -284,13 +286,10 @@ def test_livekit_agents_openai_stt_use_realtime(server: LiveServer, two_sentence
         interim: list[str] = []
         final: list[str] = []
         async with utils.http_context.open():
-            engine = livekit_openai.STT(
-                model=MODEL,
-                base_url=f"{server.url}/v1",
-                api_key="not-checked",
-                use_realtime=True,
-                language="en",
+            engine = livekit_openai.STT(  # its default model, gpt-4o-mini-transcribe: an alias here
+                base_url=f"{server.url}/v1", api_key="not-checked", use_realtime=True, language="en"
             )
+            assert engine.model == LIVEKIT_DEFAULT_MODEL
             stream = engine.stream()
             pcm = np.frombuffer(two_sentences[0], dtype="<i2")
             for at in range(0, pcm.size, 480):  # 20 ms frames, as a room track delivers them
