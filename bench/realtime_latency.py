@@ -206,12 +206,22 @@ def main() -> None:
     )
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--engines", default="pocketsphinx,whisper-base,whisper-tiny")
+    parser.add_argument(
+        "--delta-interval-ms",
+        type=int,
+        default=1000,
+        help="TALKIES_REALTIME_DELTA_INTERVAL_MS (0: no partials)",
+    )
     args = parser.parse_args()
     pcm, spans, wavs = stream_audio()
     with tempfile.TemporaryDirectory(prefix="talkies-bench-") as tmp:
         tmp_path = Path(tmp)
         models, skipped = models_for(args.engines.split(","), tmp_path / "live-data")
-        env = {"TALKIES_SWEEPER_INTERVAL": "0", "TALKIES_DEVICE": "cpu"}
+        env = {
+            "TALKIES_SWEEPER_INTERVAL": "0",
+            "TALKIES_DEVICE": "cpu",
+            "TALKIES_REALTIME_DELTA_INTERVAL_MS": str(args.delta_interval_ms),
+        }
         rows = []
         with (
             live_server(tmp_path, models, **env) as server,
@@ -226,7 +236,10 @@ def main() -> None:
                     engine += engine_seconds(client, model, wavs)
                 rows.append((model, turns, engine))
     load = os.getloadavg()[0]
-    print(f"\n{len(SENTENCES)} sentences x {args.rounds} rounds, silence {SILENCE_MS} ms, load {load:.1f}\n")
+    print(
+        f"\n{len(SENTENCES)} sentences x {args.rounds} rounds, silence {SILENCE_MS} ms, "
+        f"delta interval {args.delta_interval_ms} ms, load {load:.1f}\n"
+    )
     print(
         "| engine | stop s | completed s | after stop s | engine s | after stop - engine s | first delta s "
         "| delta before stop |"
