@@ -16,6 +16,7 @@ import base64
 import binascii
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -110,6 +111,7 @@ class RealtimeSession:
         self._transcriber: asyncio.Task[None] | None = None
         self._partial: asyncio.Task[None] | None = None
         self._partial_at = 0  # open-turn length (samples) at the last partial decode
+        self._partial_cost = 0.0  # seconds the last partial decode took
         self._emitted: dict[str, str] = {}  # item id -> text sent as deltas so far
         self._max_pending = int(settings.realtime_max_pending_seconds * ASR_SAMPLE_RATE)
 
@@ -236,6 +238,9 @@ class RealtimeSession:
         if any(isinstance(e, Committed) for e in events):
             self._partial_at = 0
             return events, None
+        # a busy engine decodes slowly: wait at least twice the last partial's time, so partials take at
+        # most a third of it and the turn's final decode rarely waits behind one
+        interval = max(interval, int(2 * self._partial_cost * ASR_SAMPLE_RATE))
         audio = self.buffer.open_turn()
         if audio is None or audio.size - self._partial_at < interval:
             return events, None
@@ -320,11 +325,14 @@ class RealtimeSession:
         )
 
     async def _partial_decode(self, item_id: str, audio: PCM) -> None:
+        started = time.perf_counter()
         try:
             transcript = await self.transcription.transcribe_pcm(audio, self._options(self.config))
         except TalkiesError as exc:
             log.debug("realtime %s: partial decode skipped: %s", self.id, exc.message)
             return
+        finally:
+            self._partial_cost = time.perf_counter() - started
         if not self.buffer.is_open(item_id):
             return  # the turn was committed or cleared meanwhile
         emitted = self._emitted.get(item_id, "")
