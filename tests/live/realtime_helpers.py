@@ -27,7 +27,7 @@ TRANSCRIPTION = "conversation.item.input_audio_transcription"
 STARTED, STOPPED = "input_audio_buffer.speech_started", "input_audio_buffer.speech_stopped"
 COMMITTED = "input_audio_buffer.committed"
 DELTA, COMPLETED = f"{TRANSCRIPTION}.delta", f"{TRANSCRIPTION}.completed"
-WAIT_S = 180  # the loaded machine: a ceiling, never a latency claim
+WAIT_S = 600  # a ceiling for a machine shared by many test suites, never a latency claim
 
 
 def speak_at(text: str, rate: int = STREAM_RATE) -> np.ndarray:

@@ -156,7 +156,9 @@ def test_the_session_cap_idle_timeout_and_turn_limit(guarded: LiveServer) -> Non
 @pytest.fixture(scope="module")
 def two_models(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     models = {"pocketsphinx-a": POCKETSPHINX, "pocketsphinx-b": POCKETSPHINX}
-    with live_server(tmp_path_factory.mktemp("two-models"), models) as running:
+    # no interim decodes: ten sessions' finals, not their partials, are what these tests are about
+    env = {"TALKIES_REALTIME_DELTA_INTERVAL_MS": "0"}
+    with live_server(tmp_path_factory.mktemp("two-models"), models, **env) as running:
         yield running
 
 
