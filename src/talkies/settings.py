@@ -241,6 +241,23 @@ class Settings(BaseSettings):
     """A Wyoming read (an event, or the rest of a half-sent one) that gets no data for this long closes
     the connection with an `error` event."""
 
+    # --- realtime transcription (WebSocket /v1/realtime, docs/realtime.md) ---------------------------
+    realtime_max_sessions: int = Field(32, ge=0, le=10_000)
+    """Realtime sessions open at once; one more is answered with an `error` event and closed (1013).
+    0 turns the endpoint off."""
+    realtime_idle_timeout: Duration = Field(60.0, gt=0, le=86_400)
+    """A realtime session that receives no message for this long, while none of its turns is being
+    transcribed, is closed (an `error` event, then close code 1000)."""
+    realtime_max_turn_seconds: Duration = Field(30.0, ge=1, le=600)
+    """Longest turn (input audio buffer) in seconds. Server VAD commits a turn that reaches it; with manual
+    commit, an append past it is refused with an `error` event until the client commits or clears."""
+    realtime_max_pending_seconds: Duration = Field(120.0, ge=1, le=3600)
+    """Audio one session may hold in seconds: the open turn plus committed turns not yet transcribed. An
+    append past it is refused with an `error` event (the client sends faster than the model keeps up)."""
+    realtime_delta_interval_ms: int = Field(1000, ge=0, le=60_000)
+    """While a turn is open, a partial decode of its audio so far every this many ms of new audio, sent as
+    `...transcription.delta` events; only on engines whose decodes are cheap (pocketsphinx). 0: off."""
+
     # --- whisper -------------------------------------------------------------------------------------
     whisper_batch_size: int = Field(8, ge=1, le=256)
     """Chunks decoded together by faster-whisper's batched pipeline on long files."""

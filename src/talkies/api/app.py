@@ -15,6 +15,7 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from talkies import __version__
 from talkies.api import audio, files, pulls, system, translations, ui, voices
+from talkies.api import realtime as realtime_api
 from talkies.api.errors import install_error_handlers
 from talkies.api.lifecycle import DrainGate, Lifecycle
 from talkies.api.mcp import install_mcp
@@ -228,6 +229,8 @@ def create_app(
     app.include_router(files.router)
     app.include_router(voices.router)
     app.include_router(pulls.router)
+    app.state.realtime_sessions = realtime_api.SessionCount()
+    app.include_router(realtime_api.router)
     if settings.ui:
         app.include_router(ui.router)
     hosts = host_policy(settings)

@@ -29,6 +29,7 @@ PUBLIC_CATALOG_PATHS = frozenset({"/v1/audio/voices", "/v1/audio/models"})
 HOST_EXEMPT_PATHS = frozenset({"/healthz", "/readyz"})
 """Probes come with whatever Host the orchestrator uses (a pod IP); they read and change nothing."""
 METRICS_PATH = "/metrics"
+SUBPROTOCOL_TOKEN_PREFIX = "openai-insecure-api-key."
 STATE_CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
@@ -73,8 +74,9 @@ class BearerAuthMiddleware:
 
     The scheme is case-insensitive; every configured token is compared in constant time. The probes
     (/healthz, /readyz) and CORS preflights are exempt, and so are GETs of the playground page and
-    its files (`/`, `/ui/...`), and /metrics with TALKIES_METRICS_PUBLIC. A rejected WebSocket is closed
-    with 1008 before it is accepted.
+    its files (`/`, `/ui/...`), and /metrics with TALKIES_METRICS_PUBLIC. A WebSocket may carry the token as
+    the subprotocol `openai-insecure-api-key.<token>` (browsers); a rejected one is closed with 1008
+    before it is accepted (the client sees HTTP 403).
     """
 
     def __init__(
@@ -94,7 +96,9 @@ class BearerAuthMiddleware:
         header = _header(scope, b"authorization") or ""
         scheme, _, token = header.strip().partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
-            return False
+            token = _subprotocol_token(scope)
+            if not token:
+                return False
         candidate = token.strip().encode()
         ok = False
         for expected in self.tokens:
@@ -131,6 +135,17 @@ class BearerAuthMiddleware:
             envelope(message, "authentication_error", code="unauthorized"),
             [(b"www-authenticate", b"Bearer")],
         )
+
+
+def _subprotocol_token(scope: Scope) -> str:
+    """A browser cannot set headers on a WebSocket: OpenAI's Realtime clients send the key as the
+    subprotocol `openai-insecure-api-key.<token>` instead (docs/realtime.md)."""
+    if scope["type"] != "websocket":
+        return ""
+    for offered in scope.get("subprotocols", ()):
+        if offered.startswith(SUBPROTOCOL_TOKEN_PREFIX):
+            return str(offered[len(SUBPROTOCOL_TOKEN_PREFIX) :])
+    return ""
 
 
 class HostOriginGuard:

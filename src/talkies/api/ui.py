@@ -21,6 +21,8 @@ _STATIC = {
     "app.js": "text/javascript",
     "catalog.js": "text/javascript",
     "waveform.js": "text/javascript",
+    "live.js": "text/javascript",  # live microphone mode over the realtime WebSocket
+    "mic-worklet.js": "text/javascript",
     "style.css": "text/css",
 }
 # The page loads nothing from elsewhere: a Content-Security-Policy keeps it that way.

@@ -172,6 +172,7 @@ class PocketsphinxEngine:
     can_translate = False
     batches_regions = False
     request_options: frozenset[str] = frozenset()  # no prompt, no temperature, no token probabilities
+    cheap_partials = True  # realtime: a turn so far re-decodes in a few % of its length (interim deltas)
 
     def __init__(self, spec: ModelSpec, context: EngineContext) -> None:
         self.spec = spec

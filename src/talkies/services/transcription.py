@@ -217,6 +217,15 @@ class TranscriptionService:
         declared = getattr(_engine_type(spec), "request_options", None)
         return frozenset(declared) if declared is not None else DEFAULT_REQUEST_OPTIONS
 
+    def cheap_partials(self, model: str) -> bool:
+        """Whether re-decoding a live turn so far is cheap on this model's engine (class attribute
+        `cheap_partials`, no load): realtime sessions send interim deltas only then."""
+        try:
+            spec = self.pool.spec(model, kind="asr")
+        except ModelNotFoundError:
+            return False
+        return spec.kind == "asr" and bool(getattr(_engine_type(spec), "cheap_partials", False))
+
     def _check_language(self, slug: str, language: str) -> None:
         """Refuse an unknown language before the audio is read, when the model is resident.
 

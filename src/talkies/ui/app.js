@@ -4,6 +4,7 @@
 
 import { fillModelSelect, modelGroup, progressBar, pullModel, setupVoicePicker, showVoices, size } from "./catalog.js";
 import { showWaveform } from "./waveform.js";
+import { startLive } from "./live.js";
 
 const ROOT = new URL("../../", import.meta.url);
 const TOKEN_KEY = "talkies-token";
@@ -376,6 +377,72 @@ async function toggleRecording() {
   $("record-state").textContent = "Recording…";
 }
 
+// --- live microphone (realtime WebSocket) --------------------------------------------------------
+
+const liveLines = new Map(); // item id -> its line in #transcript
+
+function liveLine(id) {
+  if (!liveLines.has(id)) {
+    const line = document.createElement("div");
+    line.dataset.item = id;
+    $("transcript").append(line);
+    liveLines.set(id, line);
+  }
+  return liveLines.get(id);
+}
+
+const liveView = {
+  interim(id, text) {
+    const line = liveLine(id);
+    line.className = "interim";
+    line.textContent = text;
+  },
+  final(id, text) {
+    const line = liveLine(id);
+    line.className = "final";
+    line.textContent = text;
+  },
+  state(text) {
+    $("live-state").textContent = text;
+  },
+  error(text) {
+    status(`Live transcription: ${text}`, true);
+  },
+  closed() {
+    const button = $("live");
+    button.stop = null;
+    button.textContent = "Live transcription";
+    button.setAttribute("aria-pressed", "false");
+    $("live-state").textContent = "Stopped.";
+  },
+};
+
+async function toggleLive() {
+  const button = $("live");
+  if (button.stop) {
+    button.stop();
+    return;
+  }
+  $("transcript").textContent = "";
+  liveLines.clear();
+  $("segments").hidden = true;
+  try {
+    button.stop = await startLive({
+      root: ROOT,
+      model: $("asr-model").value,
+      language: $("asr-language").value.trim(),
+      token: token(),
+      view: liveView,
+    });
+  } catch (error) {
+    status(`Microphone unavailable: ${error.message}`, true);
+    return;
+  }
+  button.textContent = "Stop live transcription";
+  button.setAttribute("aria-pressed", "true");
+  $("live-state").textContent = "Connecting…";
+}
+
 function clock(seconds) {
   const minutes = Math.floor(seconds / 60);
   return `${minutes}:${(seconds - minutes * 60).toFixed(2).padStart(5, "0")}`;
@@ -607,6 +674,7 @@ function start() {
   $("transcribe-form").addEventListener("submit", (e) => transcribe(e).catch((err) => status(err.message, true)));
   $("speak-form").addEventListener("submit", (e) => speak(e).catch((err) => status(err.message, true)));
   $("record").addEventListener("click", () => toggleRecording());
+  $("live").addEventListener("click", () => toggleLive());
   $("audio-file").addEventListener("change", () => {
     recorded = null;
     $("record-state").textContent = "";
