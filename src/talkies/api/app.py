@@ -15,6 +15,7 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from talkies import __version__
 from talkies.api import audio, files, system, translations, ui, voices
+from talkies.api.admission_scope import AdmissionScope
 from talkies.api.errors import install_error_handlers
 from talkies.api.lifecycle import DrainGate, Lifecycle
 from talkies.api.mcp import install_mcp
@@ -213,6 +214,7 @@ def create_app(
     # is logged and counted too), the drain gate (503 once SIGTERM arrived; counts requests in flight),
     # then the Host / Origin guard, then auth, then the router that sends requests for `process` models
     # to their servers (only when there are some).
+    app.add_middleware(AdmissionScope, pool=pool)  # innermost: the places a request takes last its life
     if any(spec.executor == "process" for spec in registry.models.values()):
         app.add_middleware(ProcessModelRouter)
     app.add_middleware(
