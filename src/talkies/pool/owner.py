@@ -142,7 +142,7 @@ class Owner(Scheduler):
                 slot.unload_done.append(future)
                 futures.append(future)
                 if slot.loaded:
-                    self._mark(slot, "on request")
+                    self._mark(slot, "on request", eviction=False)
         answer.set_result(futures)
 
     def sweep(self, ttl: Callable[[ModelSpec], float], answer: asyncio.Future[object]) -> None:
@@ -161,7 +161,7 @@ class Owner(Scheduler):
             future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             slot.unload_done.append(future)
             futures.append(future)
-            self._mark(slot, "after its ttl")
+            self._mark(slot, "after its ttl", eviction=False)
         answer.set_result(([s.spec.slug for s in idle], futures))
 
     def begin_close(self, answer: asyncio.Future[object]) -> None:

@@ -329,10 +329,13 @@ class Scheduler:
                 waiter.future.set_exception(copy.copy(error))
         slot.queue.clear()
 
-    def _mark(self, victim: Slot, why: str) -> None:
+    def _mark(self, victim: Slot, why: str, *, eviction: bool = True) -> None:
+        """No new turns for `victim`; it unloads once drained. `eviction`: counted as one (room for
+        another model), not an unload asked for or a TTL."""
         if not victim.evicting:
-            log.info("evicting %s %s", victim.spec.slug, why)
-            self._events().evicted(victim.spec.slug)
+            log.info("evicting %s %s" if eviction else "unloading %s %s", victim.spec.slug, why)
+            if eviction:
+                self._events().evicted(victim.spec.slug)
             victim.evicting = True
 
     def _reconcile(self) -> None:
