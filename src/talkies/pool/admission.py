@@ -47,6 +47,7 @@ class Admission:
         self.decodes_limit = settings.max_decodes
         self._decodes: asyncio.Semaphore | None = None
         self.decoding = 0  # decodes running now
+        self.decode_waiting = 0  # admitted requests waiting for a decode slot
 
     def places(self, slot: Slot) -> int:
         spec = slot.spec
@@ -113,9 +114,14 @@ class Admission:
         """Hold one of TALKIES_MAX_DECODES decode slots while audio is decoded."""
         if self._decodes is None:
             self._decodes = asyncio.Semaphore(self.decodes_limit)
-        async with self._decodes:
+        self.decode_waiting += 1
+        try:
+            await self._decodes.acquire()
+        finally:
+            self.decode_waiting -= 1
+        try:
             self.decoding += 1
-            try:
-                yield
-            finally:
-                self.decoding -= 1
+            yield
+        finally:
+            self.decoding -= 1
+            self._decodes.release()
