@@ -109,4 +109,5 @@ async def test_max_decodes_bounds_decodes_over_all_admitted_requests(
         statuses = await asyncio.wait_for(asyncio.gather(*tasks), 30)
     assert statuses == [200] * 4
     assert spy.max_active == 1
-    assert admission.decoding == 0 and admission.decode_waiting == 0
+    assert admission.decoding == 0
+    assert admission.decode_waiting == 0

@@ -32,7 +32,8 @@ def test_a_worker_killed_for_one_slugs_timeout_is_not_alive_for_its_siblings(tmp
         first.load()
         sibling.load()
         assert first.worker_pid == sibling.worker_pid  # one worker holds both slugs
-        assert first.alive and sibling.alive
+        assert first.alive
+        assert sibling.alive
         with pytest.raises(EngineTimeoutError):
             first.transcribe(TranscriptionRequest(audio=np.zeros(16, np.float32), prompt="hang"))
         assert not first.alive

@@ -19,7 +19,7 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pytest
@@ -65,9 +65,9 @@ class CheckedEngine(FakeEngine):
     """A fake engine whose call lasts the seconds its request's prompt says, and whose loads are counted
     per model (never two at once)."""
 
-    loading: Counter[str] = Counter()
-    max_loading: Counter[str] = Counter()
-    lock = threading.Lock()
+    loading: ClassVar[Counter[str]] = Counter()
+    max_loading: ClassVar[Counter[str]] = Counter()
+    lock: ClassVar[threading.Lock] = threading.Lock()
 
     def load(self) -> None:
         slug = self.spec.slug
@@ -164,7 +164,9 @@ async def _request(run: Run, slug: str, hold: float, failure: str | None, ticket
             await BlockingSteps().run(engine.transcribe, request)
             if failure is not None:
                 engine.crash()  # type: ignore[attr-defined]
-                raise WorkerCrashedError("crashed") if failure == "crash" else EngineTimeoutError("no progress")
+                if failure == "crash":
+                    raise WorkerCrashedError("crashed")
+                raise EngineTimeoutError("no progress")
 
 
 def _step(run: Run) -> None:
@@ -222,7 +224,8 @@ def _check_quiescent(run: Run) -> None:
     for s in pool._slots.values():
         assert (s.places, s.running, s.waiting) == (0, 0, 0), s
         assert s.state == "absent", s
-    assert pool.admission.decoding == 0 and pool.admission.decode_waiting == 0
+    assert pool.admission.decoding == 0
+    assert pool.admission.decode_waiting == 0
     assert not pool.owner._retired
     assert run.factory.ledger.live == 0, run.factory.ledger
     assert run.factory.ledger.unloads_under_a_call == []
@@ -260,6 +263,6 @@ async def test_random_interleavings_keep_the_scheduler_invariants(make_settings:
     try:
         tally = await _example(make_settings, seed)
     except BaseException:
-        print(f"checker: seed {seed} failed; replay with TALKIES_CHECKER_SEED={seed} TALKIES_CHECKER_EXAMPLES=1")
+        print(f"checker: seed {seed} failed; replay: TALKIES_CHECKER_SEED={seed} TALKIES_CHECKER_EXAMPLES=1")
         raise
     assert tally["ok"] > 0, tally  # the run served requests, not only refusals

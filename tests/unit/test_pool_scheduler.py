@@ -61,7 +61,9 @@ async def test_1_a_crash_while_an_unload_waits_never_deadlocks(
     await pool.close()
 
 
-async def test_2_an_idle_model_is_evicted_before_a_busy_one(make_settings: Any, fake_factory: FakeFactory) -> None:
+async def test_2_an_idle_model_is_evicted_before_a_busy_one(
+    make_settings: Any, fake_factory: FakeFactory
+) -> None:
     """max_loaded_models=2, a serves one long request and x is idle: b and c load beside a (x, then b go)
     without waiting for a's request, although a was pinned before x was last used."""
     clock = FakeClock()
@@ -77,9 +79,11 @@ async def test_2_an_idle_model_is_evicted_before_a_busy_one(make_settings: Any, 
     await wait_until(lambda: fake_factory["a"].active == 1)
     try:
         await asyncio.wait_for(use(pool, "b"), 10)
-        assert pool.is_loaded("a") and not pool.is_loaded("x")
+        assert pool.is_loaded("a")
+        assert not pool.is_loaded("x")
         await asyncio.wait_for(use(pool, "c"), 10)
-        assert pool.is_loaded("a") and not pool.is_loaded("b")
+        assert pool.is_loaded("a")
+        assert not pool.is_loaded("b")
         assert fake_factory["a"].unloads == 0
     finally:
         gate.set()
@@ -118,7 +122,8 @@ async def test_4_a_load_timeout_answers_every_waiter_from_one_load_and_unloads_i
     assert "TALKIES_LOAD_TIMEOUT" in str(outcomes[0])
     assert fake_factory["asr-a"].loads == 1
     await wait_until(lambda: fake_factory["asr-a"].unloads == 1)  # once its thread really ended
-    assert fake_factory.ledger.unload_threads and loop_thread not in fake_factory.ledger.unload_threads
+    assert fake_factory.ledger.unload_threads
+    assert loop_thread not in fake_factory.ledger.unload_threads
     fake_factory["asr-a"].load_delay = 0
     await asyncio.wait_for(use(pool, "asr-a"), 10)  # after the back-off, a new load
     assert fake_factory["asr-a"].loads == 2
@@ -138,7 +143,8 @@ async def test_6_shutdown_unloads_an_engine_only_after_its_call_returns(
     queued = asyncio.create_task(use(pool, "asr-a"))  # arrives during shutdown: refused, not served
     with pytest.raises(Exception, match="shutting down"):
         await asyncio.wait_for(queued, 10)
-    assert fake_factory["asr-a"].unloads == 0 and not closing.done()
+    assert fake_factory["asr-a"].unloads == 0
+    assert not closing.done()
     gate.set()
     await asyncio.wait_for(running, 10)
     await asyncio.wait_for(closing, 10)
@@ -180,7 +186,8 @@ async def test_6_shutdown_waits_a_bounded_time_then_kills_a_worker_never_unloads
     await wait_until(lambda: fake_factory["asr-a"].active == 1)
     await asyncio.wait_for(pool.close(), 10)  # bounded although the call goes on
     if killable:
-        assert isinstance(made[0], KillableEngine) and made[0].killed
+        assert isinstance(made[0], KillableEngine)
+        assert made[0].killed
     else:
         assert fake_factory["asr-a"].unloads == 0  # an in-process engine is left, never freed under a call
     gate.set()
@@ -223,10 +230,14 @@ async def test_7_a_worker_killed_for_a_sibling_slugs_timeout_reloads_instead_of_
     pool = make_pool(make_settings(max_loaded_models=3), fake_factory)
     await use(pool, "asr-a")
     await use(pool, "asr-b")
-    with pytest.raises(EngineTimeoutError):
+
+    async def timed_out() -> None:
         async with pool.acquire("asr-a"):
             worker.alive = False  # what killing the shared worker for this call's timeout does
             raise EngineTimeoutError("model 'asr-a': no progress (TALKIES_ENGINE_TIMEOUT)")
+
+    with pytest.raises(EngineTimeoutError):
+        await timed_out()
     fake_factory["asr-b"].worker = fake_factory["asr-a"].worker = FakeWorker()  # the next worker
     async with pool.acquire("asr-b") as engine:
         assert engine.alive
