@@ -85,9 +85,10 @@ class Scheduler:
 
     def post(self, event: Event) -> None:
         loop = asyncio.get_running_loop()
-        if self._task is None or self._task.done() or self._loop is not loop:
-            self._loop, self._inbox = loop, asyncio.Queue()
-            self._task = loop.create_task(self._run(), name="talkies-scheduler")
+        if self._loop is not loop:  # a pool used from another event loop (tests): a fresh owner
+            self._loop, self._inbox, self._task = loop, asyncio.Queue(), None
+        if self._task is None or self._task.done():  # the first event, or one after shutdown's stop:
+            self._task = loop.create_task(self._run(), name="talkies-scheduler")  # events kept, answered
         self._inbox.put_nowait(event)
 
     def request_turn(self, slot: Slot) -> Waiter:
