@@ -255,14 +255,16 @@ async def _example(make_settings: Any, seed: int) -> Counter[str]:
         await asyncio.wait_for(run.pool.close(), 30)
     await run.pool.owner.stop()
     _check_quiescent(run)
-    return Counter("ok" if o is None else type(o).__name__ for o in outcomes)
+    tally = Counter("ok" if o is None else type(o).__name__ for o in outcomes)
+    if not run.shut:  # (an early shutdown may leave nothing served: every later request is refused)
+        assert tally["ok"] > 0, tally  # the run served requests, not only refusals
+    return tally
 
 
 @pytest.mark.parametrize("seed", range(FIRST_SEED, FIRST_SEED + EXAMPLES))
 async def test_random_interleavings_keep_the_scheduler_invariants(make_settings: Any, seed: int) -> None:
     try:
-        tally = await _example(make_settings, seed)
+        await _example(make_settings, seed)
     except BaseException:
         print(f"checker: seed {seed} failed; replay: TALKIES_CHECKER_SEED={seed} TALKIES_CHECKER_EXAMPLES=1")
         raise
-    assert tally["ok"] > 0, tally  # the run served requests, not only refusals
