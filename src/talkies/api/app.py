@@ -15,7 +15,6 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from talkies import __version__
 from talkies.api import audio, files, system, translations, ui, voices
-from talkies.api.admission_scope import AdmissionScope
 from talkies.api.errors import install_error_handlers
 from talkies.api.lifecycle import DrainGate, Lifecycle
 from talkies.api.mcp import install_mcp
@@ -214,6 +213,8 @@ def create_app(
     # is logged and counted too), the drain gate (503 once SIGTERM arrived; counts requests in flight),
     # then the Host / Origin guard, then auth, then the router that sends requests for `process` models
     # to their servers (only when there are some).
+    from talkies.api.admission_scope import AdmissionScope
+
     app.add_middleware(AdmissionScope, pool=pool)  # innermost: the places a request takes last its life
     if any(spec.executor == "process" for spec in registry.models.values()):
         app.add_middleware(ProcessModelRouter)
