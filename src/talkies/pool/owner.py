@@ -90,7 +90,7 @@ class Owner(Scheduler):
         if now < slot.retry_at:
             self._wake_at(slot.retry_at)
             return
-        if self.loads.memory.budget is not None and now - self._refreshed_at > 1.0:
+        if self.loads.memory.budget is not None and now - self._refreshed_at > 1.0 and self._workers():
             self._refresh_footprints(now)
             return
         if self._refreshing:
@@ -116,6 +116,10 @@ class Owner(Scheduler):
                 self._mark(victim, f"to make room for {slot.spec.slug} (it waited TALKIES_SWAP_MAX_WAIT)")
             else:
                 self._wake_at(until)
+
+    def _workers(self) -> bool:
+        """Some resident model runs in a worker process (whose footprint grows with use)."""
+        return any(getattr(s.engine, "worker_pid", None) is not None for s in self.slots.values() if s.loaded)
 
     def _refresh_footprints(self, now: float) -> None:
         """Worker engines grow after their first requests: measure the resident ones again (a thread)."""
