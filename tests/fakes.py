@@ -41,6 +41,32 @@ class FakeBehaviour:
     active: int = 0
     max_active: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
+    worker: FakeWorker | None = None  # a worker process shared by the slugs that name the same one
+    ledger: FakeLedger | None = None  # set by FakeFactory: what every engine of the factory does
+
+
+@dataclass
+class FakeWorker:
+    """Stands for a worker process several slugs share: killed once, every engine in it is gone."""
+
+    alive: bool = True
+
+
+@dataclass
+class FakeLedger:
+    """Across all engines of a factory: engines holding memory now (a load started, no unload or crash
+    since) and the most at once, the threads unloads ran on, and unloads under a running call."""
+
+    live: int = 0
+    max_live: int = 0
+    unload_threads: list[str] = field(default_factory=list)
+    unloads_under_a_call: list[str] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def change(self, delta: int) -> None:
+        with self.lock:
+            self.live += delta
+            self.max_live = max(self.max_live, self.live)
 
 
 class FakeEngine:
@@ -52,11 +78,39 @@ class FakeEngine:
         self.context = context
         self.behaviour = behaviour
         self.loaded = False
+        self.active = 0  # calls inside this engine now
+        self.holds = False  # counted live in the ledger
+        self.dead = False  # crashed: its memory is gone
+
+    @property
+    def alive(self) -> bool:
+        worker = self.behaviour.worker
+        return not self.dead and (worker is None or worker.alive)
+
+    def _hold(self, holds: bool) -> None:
+        ledger = self.behaviour.ledger
+        if ledger is not None and holds != self.holds:
+            self.holds = holds
+            ledger.change(1 if holds else -1)
+
+    def crash(self) -> None:
+        """The engine's process died: it holds no memory any more."""
+        self.dead = True
+        self._hold(False)
 
     def load(self) -> None:
         b = self.behaviour
         with b.lock:
             b.loads += 1
+        self._hold(True)
+        try:
+            self._load()
+        except BaseException:
+            self._hold(False)
+            raise
+
+    def _load(self) -> None:
+        b = self.behaviour
         if b.load_delay:
             time.sleep(b.load_delay)
         if b.load_error is not None:
@@ -70,7 +124,14 @@ class FakeEngine:
         b = self.behaviour
         with b.lock:
             b.unloads += 1
+        ledger = b.ledger
+        if ledger is not None:
+            with ledger.lock:
+                ledger.unload_threads.append(threading.current_thread().name)
+                if self.active and not self.dead:
+                    ledger.unloads_under_a_call.append(self.spec.slug)
         self.loaded = False
+        self._hold(False)
         if b.unload_error is not None:
             raise b.unload_error
 
@@ -80,6 +141,7 @@ class FakeEngine:
         with b.lock:
             b.calls += 1
             b.active += 1
+            self.active += 1
             b.max_active = max(b.max_active, b.active)
         try:
             if b.gate is not None:
@@ -88,6 +150,7 @@ class FakeEngine:
         finally:
             with b.lock:
                 b.active -= 1
+                self.active -= 1
 
     def transcribe(self, request: TranscriptionRequest) -> TranscriptionResult:
         self._work()
@@ -113,9 +176,10 @@ class FakeFactory:
     def __init__(self) -> None:
         self.behaviours: dict[str, FakeBehaviour] = {}
         self.engines: list[FakeEngine] = []
+        self.ledger = FakeLedger()
 
     def __getitem__(self, slug: str) -> FakeBehaviour:
-        return self.behaviours.setdefault(slug, FakeBehaviour())
+        return self.behaviours.setdefault(slug, FakeBehaviour(ledger=self.ledger))
 
     def __call__(self, spec: ModelSpec, context: EngineContext) -> FakeEngine:
         engine = FakeEngine(spec, context, self[spec.slug])

@@ -172,6 +172,12 @@ class Settings(BaseSettings):
     """Requests that may wait per model; one more answers 429. 0 = no waiting at all."""
     queue_timeout: Duration = Field(300.0, gt=0)
     """Longest a request waits in a model's queue before it answers 503 (its own model's load excluded)."""
+    max_decodes: int = Field(2, ge=1, le=256)
+    """Audio files decoded at once, over all requests (a 4 h file decodes to about 1 GB of float32); more
+    admitted requests wait for a decode slot."""
+    unload_wait: Duration = Field(10.0, ge=0, le=600)
+    """At shutdown, how long the pool waits for calls still inside an engine before it kills their worker
+    (an in-process engine with a call inside is never unloaded)."""
     engine_isolation: Literal["process", "inprocess"] = "process"
     """process: engines holding large native memory run in a worker process per model; inprocess: all
     engines in the server process. A registry entry's `isolation` overrides per model."""

@@ -141,3 +141,10 @@ def _rendezvous(directory: Path, parties: int, timeout: float = 30.0) -> None:
         if time.monotonic() > deadline:
             raise RuntimeError("the other call never arrived: calls are serialized")
         time.sleep(0.01)
+
+
+class SharedEchoTranscriber(EchoTranscriber):
+    """An EchoTranscriber whose weights every slug shares: the slugs load into one worker process."""
+
+    def weights_key(self) -> tuple[str, str]:
+        return ("shared-echo", str(self.context.options.get("weights", "one")))

@@ -241,6 +241,9 @@ def create_app(
     # is logged and counted too), the drain gate (503 once SIGTERM arrived; counts requests in flight),
     # then the Host / Origin guard, then auth, then the router that sends requests for `process` models
     # to their servers (only when there are some).
+    from talkies.api.admission_scope import AdmissionScope
+
+    app.add_middleware(AdmissionScope, pool=pool)  # innermost: the places a request takes last its life
     if any(spec.executor == "process" for spec in registry.models.values()):
         app.add_middleware(ProcessModelRouter)
     app.add_middleware(

@@ -3,31 +3,32 @@
     async with pool.acquire("whisper-large-v3") as engine:
         result = await anyio.to_thread.run_sync(engine.transcribe, request)
 
-- A model loads exactly once however many first requests arrive together (one residency lock, FIFO). The
-  load is a task of the model's own, shared by every waiter and shielded from any one waiter's
-  cancellation: a client that hangs up during a slow load never makes the next waiter start a second one.
-- A request holds its concurrency permit until the engine really stopped working for it (services run
-  engine calls as `BlockingSteps`, which wait for the call to return before a cancellation goes on).
-- A worker crash or engine timeout drops the model: every request on it releases its permit, and a
-  request that was waiting for a permit loads the model again (or answers the load's clear error).
-- A request holds a *pin* from the moment its model is resident until it leaves `acquire`; eviction waits
-  until a model has no pins. While a model is marked for eviction, new requests for it wait behind the
-  lock instead of pinning it again, so the model that asked for the room gets it (no starvation).
+This is the request side. Every residency decision is made by one owner task (talkies.pool.scheduler and
+talkies.pool.owner; docs/lifecycle.md draws its states and events): `acquire` takes an admission place
+(talkies.pool.admission), asks the owner for a turn and awaits it holding nothing, uses the engine, and
+returns the turn with what happened (a crash, an engine timeout).
+
+- A model loads exactly once however many first requests arrive together; a client that hangs up during a
+  slow load never makes the next waiter start a second one; a failed or timed-out load answers all of its
+  waiters at once.
+- A turn is a pin and a concurrency permit at once: a request holds it until the engine really stopped
+  working for it (services run engine calls as `BlockingSteps`, which wait for the call to return before a
+  cancellation goes on). A worker crash or engine timeout drops the model; its waiters load it again.
 - Residency: models stay resident while their footprints fit the memory budget (TALKIES_MEMORY_BUDGET;
-  measured after load, estimated from the snapshot before the first), up to `max_loaded_models`. A load
-  that does not fit evicts least recently used models, idle ones first (talkies.pool.residency chooses
-  which); a model that can never fit
-  answers ModelTooLargeError (507) with the figures. Registry `groups` keep their meaning (talkies.registry
-  .groups); slugs sharing one copy of weights neither count nor evict each other.
-- Swap fairness: a load that needs the room of a model in use waits while that model serves its queue
-  (its requests keep arriving and its waiters pin it first), for at most TALKIES_SWAP_MAX_WAIT past the
-  waiting model's first request or the resident's load; then the resident takes no new requests and goes
-  once its pinned ones are done. Requests for the waiting model accumulate meanwhile and all pin it once
-  it is loaded, so alternating traffic swaps once per batch instead of once per request.
-- Concurrency: `max_concurrency` requests run at once per model; up to `max_queue` more wait, one more
-  answers 429 (`check_queue`, which services call as soon as the model is known: admission first); a
-  request waiting longer than `queue_timeout` answers 503. Cancelling a waiting request (a client that
-  went away) takes it out of the queue.
+  measured after load, estimated from the snapshot before the first), up to `max_loaded_models`; a model
+  that loads or unloads counts. Idle models make room first (talkies.pool.residency chooses which); a
+  model that can never fit answers ModelTooLargeError (507) with the figures. Registry `groups` keep their
+  meaning (talkies.registry.groups); slugs sharing one copy of weights neither count nor evict each other.
+- Swap fairness: a load that needs the room of a model in use waits while that model serves its queue, for
+  at most TALKIES_SWAP_MAX_WAIT past the waiting model's first request or the resident's load; then the
+  resident takes no new requests and goes once the ones it had are done. Requests for the waiting model
+  accumulate meanwhile and are all served once it is loaded: one swap per batch, not per request.
+- Concurrency: `max_concurrency` requests run at once per model; up to `max_queue` more are admitted, one
+  more answers 429 (`check_queue`, which services call as soon as the model is known); a request waiting
+  longer than `queue_timeout` answers 503 (its own model's load excluded). Cancelling a waiting request
+  (a client that went away) takes it out of the queue.
+- Shutdown (`close`): waiters are answered, every model unloads once no call is inside it; after
+  TALKIES_UNLOAD_WAIT a worker with a call still inside is killed, an in-process engine is left alone.
 - The clock is injected so the idle sweeper is tested without sleeping.
 """
 
@@ -35,30 +36,26 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
-from typing import Any
-
-import anyio
+from typing import Any, cast
 
 from talkies.engines import create_engine, unavailable_reason
 from talkies.engines.base import Engine, EngineContext, Modality
 from talkies.errors import (
     EngineTimeoutError,
     EngineUnavailableError,
-    ModelLoadError,
     ModelNotFoundError,
     ModelNotLoadedError,
-    QueueFullError,
-    QueueTimeoutError,
     WorkerCrashedError,
 )
 from talkies.memory import MemoryBudget, resolve_budget
+from talkies.pool.admission import Admission
 from talkies.pool.loads import EngineLoads
+from talkies.pool.owner import Owner
 from talkies.pool.residency import Residency
-from talkies.pool.slot import PoolEvents, Slot, alive
+from talkies.pool.slot import PoolEvents, Slot
 from talkies.registry import ModelSpec, Registry
 from talkies.registry.groups import GroupRules
 from talkies.settings import Settings
@@ -83,27 +80,16 @@ class ModelPool:
         self.settings = settings
         self.device = device
         self._clock = clock
-        self._lock = asyncio.Lock()
-        self._slots = {
-            slug: Slot(spec=spec, semaphore=asyncio.Semaphore(spec.max_concurrency))
-            for slug, spec in registry.models.items()
-        }
-        for slot in self._slots.values():
-            slot.drained.set()
+        self._slots = {slug: Slot(spec=spec) for slug, spec in registry.models.items()}
         self._sweeper: asyncio.Task[None] | None = None
         self.group_rules = GroupRules(registry.group_specs)
         self.events = PoolEvents()
         self.memory = MemoryBudget(resolve_budget(settings.memory_budget, device), device)
         factory = engine_factory or create_engine
-        self.loads = EngineLoads(
-            lambda spec: factory(spec, self.engine_context(spec)),
-            settings,
-            self.memory,
-            clock,
-            lambda: self.events,
-        )
+        self.loads = EngineLoads(lambda spec: factory(spec, self.engine_context(spec)), self.memory)
         self.residency = Residency(registry, settings, self.group_rules, self.memory, self._slots)
-        self._changed = asyncio.Event()  # set (and replaced) whenever pins, waiters or residency change
+        self.admission = Admission(settings)
+        self.owner = Owner(self._slots, self.residency, self.loads, settings, clock, lambda: self.events)
 
     # --- lookup --------------------------------------------------------------------------------------
 
@@ -159,19 +145,18 @@ class ModelPool:
     # --- acquire -------------------------------------------------------------------------------------
 
     def check_queue(self, slug: str) -> None:
-        """Admission: raise `QueueFullError` (429 with Retry-After) when a request for `slug` would find
-        its queue full. `acquire` checks this too; services call it as soon as the model is known, so
-        a refused request is not decoded (or stored) first. A request admitted here can still be
-        refused by `acquire` if the queue filled meanwhile."""
-        spec = self.spec(slug)
-        slot = self._slots[spec.slug]
-        limit = spec.max_queue if spec.max_queue is not None else self.settings.max_queue
-        if slot.waiting >= limit + max(0, spec.max_concurrency - slot.running):
-            raise QueueFullError(
-                f"model {spec.slug!r} is busy: {slot.waiting} requests already waiting "
-                f"(limit {limit}, TALKIES_MAX_QUEUE); retry later",
-                retry_after=slot.retry_after(),
-            )
+        """Admission: take a place in `slug`'s queue for the current request, or raise `QueueFullError`
+        (429 with Retry-After). Services call it as soon as the model is known, so a refused request is
+        not decoded (or stored) first; the place is kept until the request ends (`admission_scope`)."""
+        self.admission.check(self._slots[self.spec(slug).slug])
+
+    def admission_scope(self) -> contextlib.AbstractContextManager[None]:
+        """One request's life: the places `check_queue` takes in it are returned when it ends."""
+        return self.admission.scope()
+
+    def decoding(self) -> contextlib.AbstractAsyncContextManager[None]:
+        """One of TALKIES_MAX_DECODES decode slots, held while a request's audio is decoded."""
+        return self.admission.decode_slot()
 
     @contextlib.asynccontextmanager
     async def acquire(self, slug: str) -> AsyncIterator[Engine]:
@@ -180,180 +165,23 @@ class ModelPool:
         reason = unavailable_reason(spec, self.device)
         if reason:
             raise EngineUnavailableError(f"model {slug!r} is unavailable: {reason}")
-        self.check_queue(slug)
         slot = self._slots[slug]
-        slot.waiting += 1
-        pinned = False
-        started = False
-        try:
+        with self.admission.place(slot):
+            waiter = self.owner.request_turn(slot)
             try:
-                async with asyncio.timeout(self.settings.queue_timeout) as clock:
-                    slot.start_queue_clock(clock)
-                    try:
-                        await self._pin(slot)
-                        pinned = True
-                        await slot.semaphore.acquire()
-                    finally:
-                        del slot.queue_clocks[clock]
-            except TimeoutError:
-                self.events.queue_timed_out(slug)
-                raise QueueTimeoutError(
-                    f"model {slug!r}: waited {self.settings.queue_timeout:g}s in the queue without a turn "
-                    "(TALKIES_QUEUE_TIMEOUT)"
-                ) from None
-            slot.waiting -= 1
-            started = True
-            slot.running += 1
+                engine = await waiter.future
+            except asyncio.CancelledError:
+                self.owner.abandon(slot, waiter)
+                raise
+            cause: str | None = None
             try:
-                engine = slot.engine
-                if engine is None:  # it crashed or timed out while this request waited: load it again
-                    async with self._lock:
-                        await self._ensure_loaded(slot)
-                    engine = slot.engine
-                    if engine is None:
-                        raise ModelLoadError(f"model {slug!r} is not loaded; retry the request")
-                try:
-                    yield engine
-                except (WorkerCrashedError, EngineTimeoutError) as exc:
-                    cause = "timeout" if isinstance(exc, EngineTimeoutError) else "crash"
-                    await self.loads.drop_crashed(slot, engine, cause)
-                    raise
+                yield engine
+            except (WorkerCrashedError, EngineTimeoutError) as exc:
+                cause = "timeout" if isinstance(exc, EngineTimeoutError) else "crash"
+                raise
             finally:
-                slot.running -= 1
-                slot.semaphore.release()
-        finally:
-            if not started:
-                slot.waiting -= 1
-            if pinned:
-                slot.last_used = self._clock()
-                slot.pins -= 1
-                if slot.pins == 0:
-                    slot.drained.set()
-                    self._notify()
-
-    async def _pin(self, slot: Slot) -> None:
-        """Make `slot` resident and pin it. Fast path without the lock when it is loaded and staying."""
-        if slot.loaded and not slot.evicting and alive(slot.engine):
-            slot.add_pin()
-            return
-        token = object()
-        slot.wanting[token] = asyncio.get_running_loop().time()
-        try:
-            async with self._lock:
-                if slot.engine is not None and not alive(slot.engine):
-                    await self.loads.drop_crashed(slot, slot.engine)
-                await self._ensure_loaded(slot)
-                slot.add_pin()
-        finally:
-            del slot.wanting[token]
-            self._notify()
-
-    async def _ensure_loaded(self, slot: Slot) -> None:
-        """Under the residency lock: make `slot` resident. The load runs as the slot's own task; a waiter
-        cancelled meanwhile leaves it running, and the next waiter awaits the same load. While one request
-        makes room for the model, the others for it wait beside it (with the lock released)."""
-        loaded_here = False
-        while not slot.loaded:
-            if slot.load_task is not None:
-                await asyncio.shield(slot.load_task)
-                continue
-            if slot.making_room:
-                await self._wait_for_change(None)
-                continue
-            slot.making_room = True
-            try:
-                await self._make_room_for(slot)
-            finally:
-                slot.making_room = False
-                self._notify()
-            task = asyncio.ensure_future(self.loads.load(slot))
-            slot.load_task = task
-            task.add_done_callback(functools.partial(self._load_done, slot))
-            await asyncio.shield(task)
-            loaded_here = True
-        if loaded_here:
-            await self._fit_after_load(slot)
-
-    def _notify(self) -> None:
-        self._changed.set()
-        self._changed = asyncio.Event()
-
-    async def _wait_for_change(self, limit: float | None) -> None:
-        """Under the residency lock: release it until pins, waiters or residency change (or `limit` seconds
-        pass), then take it again, even when cancelled meanwhile (as asyncio.Condition.wait does)."""
-        changed = self._changed
-        self._lock.release()
-        try:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(limit):
-                    await changed.wait()
-        finally:
-            cancelled = False
-            while True:
-                try:
-                    await self._lock.acquire()
-                    break
-                except asyncio.CancelledError:
-                    cancelled = True
-            if cancelled:
-                raise asyncio.CancelledError
-
-    def _load_done(self, slot: Slot, task: asyncio.Future[None]) -> None:
-        if slot.load_task is task:
-            slot.load_task = None
-        self._notify()
-        # The exception is retrieved here: every waiter got it already, or the next one retries.
-        if not task.cancelled() and (error := task.exception()) is not None:
-            self.events.load_failed(slot.spec.slug, error)
-
-    # --- residency -----------------------------------------------------------------------------------
-
-    async def _make_room_for(self, slot: Slot) -> None:
-        """Under the residency lock: evict what `slot` needs gone. A busy victim first serves its queue
-        for up to TALKIES_SWAP_MAX_WAIT (swap fairness, see the module docstring)."""
-        if self.memory.budget is not None:
-            await anyio.to_thread.run_sync(self.residency.refresh_footprints)
-        loop = asyncio.get_running_loop()
-        since = min(slot.wanting.values(), default=loop.time())
-        while True:
-            victims = self.residency.victims_for(slot)
-            victims += self.residency.memory_victims(slot, victims)
-            busy = [v for v in victims if v.pins or v.wanting]
-            if not busy:
-                break
-            held_since = max([since, *(v.resident_since for v in busy)])
-            left = held_since + self.settings.swap_max_wait - loop.time()
-            if left <= 0:
-                break
-            log.debug(
-                "%s waits up to %.1fs for %s to serve its queue",
-                slot.spec.slug,
-                left,
-                ", ".join(v.spec.slug for v in busy),
-            )
-            await self._wait_for_change(left)
-        await self._evict_now(victims, f"to make room for {slot.spec.slug}")
-
-    async def _evict_now(self, victims: list[Slot], why: str) -> None:
-        """Under the residency lock: take no new requests for `victims`, wait for theirs, unload them."""
-        for victim in victims:
-            victim.evicting = True
-        try:
-            for victim in victims:
-                log.info("evicting %s %s", victim.spec.slug, why)
-                self.events.evicted(victim.spec.slug)
-                await victim.drained.wait()
-                await self.loads.unload(victim)
-        finally:
-            for victim in victims:
-                victim.evicting = False
-            self._notify()
-
-    async def _fit_after_load(self, slot: Slot) -> None:
-        """Under the residency lock: evict what a load bigger than its estimate pushed over the budget."""
-        going = self.residency.overshoot(slot)
-        if going:
-            await self._evict_now(going, f"to fit the memory budget after {slot.spec.slug} loaded")
+                # Posted before any await: the turn is returned even if this task is cancelled again.
+                await asyncio.shield(self.owner.release(slot, engine, cause))
 
     # --- explicit unload, sweeping, preload ------------------------------------------------------------
 
@@ -372,17 +200,8 @@ class ModelPool:
         return [s.spec.slug for s in slots]
 
     async def _evict(self, slots: list[Slot]) -> None:
-        async with self._lock:
-            for slot in slots:
-                slot.evicting = True
-            try:
-                for slot in slots:
-                    await slot.drained.wait()
-                    await self.loads.unload(slot)
-            finally:
-                for slot in slots:
-                    slot.evicting = False
-                self._notify()
+        futures = cast(list[asyncio.Future[None]], await self.owner.ask(lambda a: self.owner.evict(slots, a)))
+        await asyncio.gather(*futures)
 
     def _ttl(self, spec: ModelSpec) -> float:
         """A registry entry's `ttl` (0 = never), else TALKIES_MODEL_TTL."""
@@ -393,16 +212,10 @@ class ModelPool:
     async def sweep_once(self) -> list[str]:
         """Unload every model idle for at least its ttl (TALKIES_MODEL_TTL unless the registry entry sets
         `ttl`). Returns the slugs unloaded."""
-        now = self._clock()
-        idle = [
-            s
-            for s in self._slots.values()
-            if s.loaded and s.pins == 0 and 0 < self._ttl(s.spec) <= now - s.last_used
-        ]
-        if idle:
-            log.info("sweeper: unloading idle %s", ", ".join(s.spec.slug for s in idle))
-            await self._evict(idle)
-        return [s.spec.slug for s in idle]
+        answer = await self.owner.ask(lambda a: self.owner.sweep(self._ttl, a))
+        slugs, futures = cast(tuple[list[str], list[asyncio.Future[None]]], answer)
+        await asyncio.gather(*futures)
+        return slugs
 
     async def preload(self, slugs: tuple[str, ...]) -> None:
         for slug in slugs:
@@ -424,17 +237,26 @@ class ModelPool:
                 log.exception("sweeper failed")
 
     async def close(self) -> None:
+        """Shutdown: answer the waiters, unload every model once no call is inside it; after
+        TALKIES_UNLOAD_WAIT kill the workers that still run a call (an in-process engine with a call
+        inside is never unloaded), and wait as long again for them to be reaped."""
         if self._sweeper is not None:
             self._sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sweeper
             self._sweeper = None
-        for slot in self._slots.values():
-            if slot.load_task is not None:  # a load whose waiters all left: let it end, then unload it
-                with contextlib.suppress(Exception):
-                    await slot.load_task
-            if slot.loaded:
-                await self.loads.unload(slot)
+        wait = self.settings.unload_wait
+        quiet = self.owner.ask(self.owner.begin_close)
+        try:
+            await asyncio.wait_for(asyncio.shield(quiet), wait)
+        except TimeoutError:
+            left = cast(list[str], await self.owner.ask(self.owner.kill_stragglers))
+            if left:
+                log.warning("not unloaded at shutdown (a call is still inside): %s", ", ".join(left))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(quiet), wait)
+        await self.owner.drain_work(wait)
+        await self.owner.stop()
 
     # --- introspection -------------------------------------------------------------------------------
 

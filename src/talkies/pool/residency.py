@@ -1,6 +1,7 @@
 """Which resident models must go so that another fits: registry groups, TALKIES_MAX_LOADED_MODELS and the
 memory budget (TALKIES_MEMORY_BUDGET), least recently used first, idle before busy. Pure choices over the
-pool's slots; the pool does the waiting and the unloading (talkies.pool.model_pool)."""
+pool's slots, where a model that loads or unloads counts as resident; the scheduler marks the victims and
+unloads them as they drain (talkies.pool.owner)."""
 
 from __future__ import annotations
 
@@ -32,9 +33,9 @@ class Residency:
         """Registry groups (talkies.registry.groups) and TALKIES_MAX_LOADED_MODELS, LRU first. Slugs that
         share `slot`'s weights (registry.weight_mates: one copy in memory) neither count nor go."""
         mates = self.registry.weight_mates(slot.spec.slug)
-        resident = sorted(
-            (s for s in self.slots.values() if s.loaded and s is not slot and s.spec.slug not in mates),
-            key=lambda s: s.last_used,
+        resident = sorted(  # what loads or unloads counts too; idle ones go first, then the least used
+            (s for s in self.slots.values() if s.occupies and s is not slot and s.spec.slug not in mates),
+            key=lambda s: (s.busy or not s.loaded, s.last_used),
         )
         chosen = self.group_rules.victims(
             slot.spec, [s.spec for s in resident], self.settings.max_loaded_models
@@ -48,7 +49,7 @@ class Residency:
         ModelTooLargeError when it can never fit."""
         budget = self.memory.budget
         mates = self.registry.weight_mates(slot.spec.slug)
-        resident = [s for s in self.slots.values() if s.loaded and s is not slot and s not in chosen]
+        resident = [s for s in self.slots.values() if s.occupies and s is not slot and s not in chosen]
         if budget is None or any(s.spec.slug in mates for s in resident):
             return []  # no known budget, or its weights are resident already (one copy, counted once)
         need, how = self.footprint(slot)
@@ -60,7 +61,7 @@ class Residency:
                 f"is {format_bytes(budget)}{held} (TALKIES_MEMORY_BUDGET)"
             )
         candidates = sorted(
-            (s for s in resident if s not in kept), key=lambda s: (s.pins > 0 or bool(s.wanting), s.last_used)
+            (s for s in resident if s not in kept), key=lambda s: (s.busy or not s.loaded, s.last_used)
         )
         extra: list[Slot] = []
         while candidates and need + self.used([*kept, *candidates]) > budget:
@@ -96,8 +97,9 @@ class Residency:
     def refresh_footprints(self) -> None:
         """Worker engines grow after their first requests: measure the resident ones again (a thread)."""
         for s in list(self.slots.values()):
-            if s.loaded and getattr(s.engine, "worker_pid", None) is not None:
-                figure = self.memory.measure(s.engine, None)
+            engine = s.engine
+            if engine is not None and getattr(engine, "worker_pid", None) is not None:
+                figure = self.memory.measure(engine, None)
                 if figure is not None:
                     self.memory.measured[s.spec.slug] = figure
 
@@ -108,12 +110,15 @@ class Residency:
         if budget is None:
             return []
         mates = self.registry.weight_mates(slot.spec.slug)
-        others = [s for s in self.slots.values() if s.loaded and s is not slot and s.spec.slug not in mates]
+        others = [s for s in self.slots.values() if s.occupies and s is not slot and s.spec.slug not in mates]
         idle = sorted(
             (
                 s
                 for s in others
-                if not (s.pins or s.wanting) and not self.group_rules.protected(s.spec, slot.spec)
+                if s.loaded
+                and not s.busy
+                and not s.evicting
+                and not self.group_rules.protected(s.spec, slot.spec)
             ),
             key=lambda s: s.last_used,
         )

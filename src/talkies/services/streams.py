@@ -12,8 +12,6 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator, AsyncIterator, Iterable
 from typing import TYPE_CHECKING
 
-import anyio.to_thread
-
 from talkies.engines.base import Segment, TranscriptionResult, Word
 from talkies.errors import BadRequestError
 from talkies.formats.diarized import ChannelSegments, diarized_json, segment_event
@@ -77,7 +75,7 @@ async def open_transcript_stream(
             "stream=true does not combine with diarization=true; stream response_format=diarized_json",
             param="stream",
         )
-    pcm = await anyio.to_thread.run_sync(service.decode_mono, path)
+    pcm = await service.decode(service.decode_mono, path)
     return await start_stream(_transcript_events(service, plan, pcm))
 
 

@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import cast
+from typing import TypeVar, cast
 
 import anyio.to_thread
 import numpy as np
@@ -54,6 +54,8 @@ from talkies.services.transcript_steps import Piece, decode_steps, next_step
 from talkies.settings import Settings
 
 PCM = npt.NDArray[np.float32]
+T = TypeVar("T")
+
 log = logging.getLogger(__name__)
 DEFAULT_REQUEST_OPTIONS = frozenset({"prompt", "temperature"})
 DIARIZED = "diarized_json"
@@ -242,15 +244,19 @@ class TranscriptionService:
         )
 
     async def transcribe_file(self, path: Path, options: TranscriptionOptions) -> Transcript:
+        with self.pool.admission_scope():  # the HTTP request's own scope when there is one
+            return await self._transcribe_file(path, options)
+
+    async def _transcribe_file(self, path: Path, options: TranscriptionOptions) -> Transcript:
         plan = self.validate(options)
         if plan.format == DIARIZED:
             return await self._transcribe_speakers(plan, await self.speaker_channels(plan, path))
         if options.diarization:
             await self._require_stereo(path)
-            left, right = await anyio.to_thread.run_sync(self._decode_stereo, path)
+            left, right = await self.decode(self._decode_stereo, path)
             result = merge_stereo(await self._run(plan, left), await self._run(plan, right))
         else:
-            pcm = await anyio.to_thread.run_sync(self.decode_mono, path)
+            pcm = await self.decode(self.decode_mono, path)
             result = await self._run(plan, pcm)
         body, content_type = render_transcript(
             result, plan.format, task=options.task, logprobs=options.logprobs
@@ -277,9 +283,9 @@ class TranscriptionService:
                 param="known_speaker_names",
             )
         if info.channels == 2:
-            channels = list(await anyio.to_thread.run_sync(self._decode_stereo, path))
+            channels = list(await self.decode(self._decode_stereo, path))
         else:
-            channels = [await anyio.to_thread.run_sync(self.decode_mono, path)]
+            channels = [await self.decode(self.decode_mono, path)]
         return SpeakerChannels(speakers=speaker_labels(len(channels), names), channels=channels)
 
     async def _transcribe_speakers(self, plan: _Plan, speakers: SpeakerChannels) -> Transcript:
@@ -298,12 +304,21 @@ class TranscriptionService:
 
     async def transcribe_pcm(self, pcm: PCM, options: TranscriptionOptions) -> Transcript:
         """16 kHz mono float32 already in memory (a Wyoming stream): the file path without the decode."""
+        with self.pool.admission_scope():
+            return await self._transcribe_pcm(pcm, options)
+
+    async def _transcribe_pcm(self, pcm: PCM, options: TranscriptionOptions) -> Transcript:
         plan = self.validate(options)
         result = await self._run(plan, pcm)
         body, content_type = render_transcript(
             result, plan.format, task=options.task, logprobs=options.logprobs
         )
         return Transcript(body=body, content_type=content_type, result=result, format=plan.format)
+
+    async def decode(self, decoder: Callable[[Path], T], path: Path) -> T:
+        """Run `decoder` in a worker thread holding one of TALKIES_MAX_DECODES decode slots."""
+        async with self.pool.decoding():
+            return await anyio.to_thread.run_sync(decoder, path)
 
     def decode_mono(self, path: Path) -> PCM:
         return decode_audio(path, sample_rate=ASR_SAMPLE_RATE, max_seconds=self.settings.max_audio_seconds)

@@ -233,6 +233,19 @@ class ProcessEngine:
             log.warning("%s: its shared worker was gone when it unloaded", self.context.slug)
 
     @property
+    def alive(self) -> bool:
+        """False once its worker is gone: crashed, or killed, also for another slug's engine timeout when
+        slugs share the worker. The pool then drops the model instead of failing its next request."""
+        worker = self._worker
+        return worker is not None and worker.alive
+
+    def kill(self, reason: str) -> None:
+        """Kill the worker now, calls inside it or not (shutdown, after the pool's bounded wait)."""
+        worker = self._worker
+        if worker is not None:
+            worker.kill(reason)
+
+    @property
     def worker_pid(self) -> int | None:
         worker = self._worker
         return worker.pid if worker is not None and worker.alive else None
