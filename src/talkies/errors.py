@@ -4,7 +4,7 @@ TalkiesError                     500  anything unexpected from the server itself
 ├── BadRequestError              400  the request cannot be served as sent
 │   ├── InvalidAudioError             empty / corrupt / undecodable audio, too long
 │   ├── UnsupportedFormatError        unknown response_format
-│   ├── DiarizationError              diarization on a non-stereo file
+│   ├── DiarizationError              diarization on a non-stereo file; a bad speaker field or reference
 │   ├── UnknownVoiceError             voice not in the model's catalog
 │   ├── UnsupportedLanguageError      language code the engine does not know
 │   ├── WrongModalityError            a TTS model on an ASR endpoint, or the reverse
