@@ -36,6 +36,7 @@ TOLERANCE = 0.5
 def diarization_settings(tmp: Path, **overrides: Any) -> Any:
     import json
 
+    tmp.mkdir(parents=True, exist_ok=True)
     registry = tmp / "diarization-models.json"
     registry.write_text(
         json.dumps(
@@ -212,8 +213,8 @@ REFUSALS: list[tuple[str, dict[str, Any], str]] = [
     ("names without references on mono", {"names": ["agent"]}, "pair each known_speaker_names"),
     ("more names than references", {"refs": 1, "names": ["a", "b"]}, "pair up one to one"),
     ("same name twice", {"refs": 2, "names": ["a", "a"]}, "distinct"),
-    ("short reference", {"ref_seconds": 1.0}, "must be 2-10 s"),
-    ("long reference", {"ref_seconds": 12.0}, "10 s"),
+    ("short reference", {"refs": 1, "ref_seconds": 1.0}, "must be 2-10 s"),
+    ("long reference", {"refs": 1, "ref_seconds": 12.0}, "10 s"),
     ("not a data URL", {"raw_ref": "https://example.com/a.wav"}, "must be a data URL"),
     ("bad base64", {"raw_ref": "data:audio/wav;base64,@@@"}, "not valid base64"),
     ("not audio", {"raw_ref": "data:audio/wav;base64," + base64.b64encode(b"hello" * 100).decode()}, "not audio"),

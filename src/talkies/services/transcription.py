@@ -135,9 +135,9 @@ class TranscriptionService:
             raise CapabilityError(f"model {spec.slug!r} cannot translate", param="model")
         if options.language:
             self._check_language(spec.slug, options.language)
+        self.diarization.check(options.speakers, options.speaker_names, options.prompt, fmt)
         self._check_request_options(spec, options, fmt)
         self._check_speakers(options, fmt)
-        self.diarization.check(options.speakers, options.speaker_names, options.prompt, fmt)
         self.pool.check_queue(spec.slug)  # a full queue answers 429 before the audio is decoded
         return _Plan(spec=spec, format=fmt, options=options)
 
