@@ -57,6 +57,6 @@ def test_three_speakers_diarization_error_rate(diarizer: SherpaDiarizer, count: 
 def test_known_speakers_by_real_embeddings(diarizer: SherpaDiarizer) -> None:
     talk = conversation((MALE, FEMALE, THIRD), LINES[:3])
     references = (espeak(LINES[3], MALE), espeak(LINES[0], FEMALE))
-    result = diarizer.diarize(DiarizationRequest(audio=talk.audio, references=references))
+    result = diarizer.diarize(DiarizationRequest(audio=talk.audio, num_speakers=3, references=references))
     names = match_known_speakers(result.speaker_embeddings, result.reference_embeddings, ("him", "her"), 0.5)
     assert [names.get(turn.speaker) for turn in result.turns] == ["him", "her", None]
