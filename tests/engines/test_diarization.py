@@ -25,7 +25,9 @@ pytestmark = pytest.mark.slow
 def diarizer(tmp_path_factory: pytest.TempPathFactory) -> SherpaDiarizer:
     model_dir = build_tiny_snapshot(tmp_path_factory.mktemp("tiny-diarizer"))
     spec = ModelSpec(slug="tiny", executor="sherpa_diarization", repo="local/tiny")
-    engine = SherpaDiarizer(spec, EngineContext(slug="tiny", model_dir=model_dir, device="cpu", cpu_threads=1))
+    engine = SherpaDiarizer(
+        spec, EngineContext(slug="tiny", model_dir=model_dir, device="cpu", cpu_threads=1)
+    )
     engine.load()
     return engine
 
@@ -38,7 +40,8 @@ def test_two_voices_four_turns_within_half_a_second(diarizer: SherpaDiarizer) ->
     speakers = [turn.speaker for turn in result.turns]
     assert speakers[0] == speakers[2] != speakers[1] == speakers[3]
     for turn, (start, end, _) in zip(result.turns, talk.turns, strict=True):
-        assert abs(turn.start - start) <= 0.5 and abs(turn.end - end) <= 0.5, (result.turns, talk.turns)
+        assert abs(turn.start - start) <= 0.5, (result.turns, talk.turns)
+        assert abs(turn.end - end) <= 0.5, (result.turns, talk.turns)
     assert sorted(result.speaker_embeddings) == sorted(set(speakers))
     assert all(len(vector) == 80 for vector in result.speaker_embeddings.values())
 
@@ -77,5 +80,5 @@ def test_a_missing_embedding_model_names_the_file(tmp_path: Path) -> None:
     (model_dir / "embedding.onnx").unlink()
     spec = ModelSpec(slug="tiny", executor="sherpa_diarization", repo="local/tiny")
     engine = SherpaDiarizer(spec, EngineContext(slug="tiny", model_dir=model_dir, device="cpu"))
-    with pytest.raises(ModelLoadError, match="embedding.onnx"):
+    with pytest.raises(ModelLoadError, match=r"embedding\.onnx"):
         engine.load()

@@ -27,8 +27,8 @@ from talkies.audio.encode import SPEECH_FORMATS
 from talkies.errors import BadRequestError
 from talkies.formats.events import SSE_MEDIA_TYPE
 from talkies.formats.transcript import TRANSCRIPT_FORMATS
-from talkies.services.speech import SpeechOptions, SpeechService
 from talkies.services.diarization import MAX_REFERENCES, MAX_SPEAKER_HINT
+from talkies.services.speech import SpeechOptions, SpeechService
 from talkies.services.streams import open_transcript_stream
 from talkies.services.transcription import TranscriptionOptions, TranscriptionService
 from talkies.settings import Settings
@@ -162,7 +162,11 @@ _TRANSCRIPTION_FORM_DOC = multipart_form_doc(
         },
         "diarization": {"type": "boolean"},
         "known_speaker_names[]": {"type": "array", "items": {"type": "string"}},
-        "known_speaker_references[]": {"type": "array", "items": {"type": "string"}, "maxItems": MAX_REFERENCES},
+        "known_speaker_references[]": {
+            "type": "array",
+            "items": {"type": "string"},
+            "maxItems": MAX_REFERENCES,
+        },
         "num_speakers": {"type": "integer", "minimum": 1, "maximum": MAX_SPEAKER_HINT},
         "min_speakers": {"type": "integer", "minimum": 1, "maximum": MAX_SPEAKER_HINT},
         "max_speakers": {"type": "integer", "minimum": 1, "maximum": MAX_SPEAKER_HINT},

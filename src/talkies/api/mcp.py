@@ -26,11 +26,11 @@ from talkies.errors import BadRequestError, PayloadTooLargeError, TalkiesError
 from talkies.netpolicy import HostPolicy
 from talkies.pool import ModelPool
 from talkies.registry import Registry
+from talkies.services.diarization import SpeakerRequest
 from talkies.services.downloads import Downloader, using_file_path
 from talkies.services.files import FileStore
 from talkies.services.speech import SpeechOptions, SpeechService
 from talkies.services.staged_speech import speak_to_file
-from talkies.services.diarization import SpeakerRequest
 from talkies.services.transcription import TranscriptionOptions, TranscriptionService
 
 if TYPE_CHECKING:

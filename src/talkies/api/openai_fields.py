@@ -11,7 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from talkies.api.uploads import ReceivedForm
@@ -32,7 +32,9 @@ class OpenAIFields:
     include: tuple[str, ...] = ()
     vad: VadOptions | None = None  # chunking_strategy mapped onto our VAD
     speaker_names: tuple[str, ...] = ()  # known_speaker_names[]: channel labels, or names of references
-    speakers: SpeakerRequest = SpeakerRequest()  # known_speaker_references[], speaker counts, acoustic
+    speakers: SpeakerRequest = field(
+        default_factory=SpeakerRequest
+    )  # known_speaker_references[], speaker counts, acoustic
 
 
 def read_openai_fields(form: ReceivedForm, server_vad: VadOptions) -> OpenAIFields:
@@ -71,7 +73,9 @@ def data_url_bytes(value: str, index: int) -> bytes:
     try:
         return base64.b64decode(payload, validate=True)
     except (binascii.Error, ValueError):
-        raise DiarizationError(f"known_speaker_references[{index}] is not valid base64", param=REFERENCES) from None
+        raise DiarizationError(
+            f"known_speaker_references[{index}] is not valid base64", param=REFERENCES
+        ) from None
 
 
 def _count(form: ReceivedForm, name: str) -> int | None:

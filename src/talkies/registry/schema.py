@@ -109,7 +109,7 @@ EXECUTORS: dict[str, ExecutorInfo] = {
             "talkies.engines.diarization.sherpa:SherpaDiarizer",
             "diarization",
             ("sherpa_onnx",),
-            snapshot_patterns=("segmentation.onnx", "embedding.onnx", "*.md", "LICENSE*"),
+            snapshot_patterns=("segmentation.onnx", "embedding.onnx", "model.onnx", "*.md", "LICENSE*"),
         ),
         ExecutorInfo(
             "sortformer",
@@ -249,7 +249,9 @@ class ModelSpec(BaseModel):
         info = EXECUTORS[self.executor]
         if info.modality is None:
             if self.modality is None:
-                raise ValueError(f"field 'modality' (asr, tts or diarization) is required for executor {self.executor!r}")
+                raise ValueError(
+                    f"field 'modality' (asr, tts or diarization) is required for executor {self.executor!r}"
+                )
         elif self.modality is None:
             object.__setattr__(self, "modality", info.modality)
         elif self.modality != info.modality:

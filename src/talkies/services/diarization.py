@@ -56,6 +56,13 @@ class SpeakerRequest:
         return any(v is not None for v in (self.num_speakers, self.min_speakers, self.max_speakers))
 
 
+def _first_field(speakers: SpeakerRequest) -> str:
+    if speakers.references:
+        return "known_speaker_references"
+    named = [f for f in ("num_speakers", "min_speakers", "max_speakers") if getattr(speakers, f) is not None]
+    return named[0] if named else "acoustic_diarization"
+
+
 def diarizer_slug(registry: Registry, settings: Settings) -> str | None:
     """The enabled diarization model TALKIES_DIARIZATION_MODEL names (a ConfigError when it names another
     kind or an unknown model); empty: the first enabled one; `none` or no such model: None."""
@@ -67,7 +74,8 @@ def diarizer_slug(registry: Registry, settings: Settings) -> str | None:
     spec = registry.get(wanted)
     if spec is None:
         raise ConfigError(
-            f"TALKIES_DIARIZATION_MODEL={wanted!r} is not an enabled model; enabled: {', '.join(registry.models)}"
+            f"TALKIES_DIARIZATION_MODEL={wanted!r} is not an enabled model; "
+            f"enabled: {', '.join(registry.models)}"
         )
     if spec.kind != "diarization":
         raise ConfigError(f"TALKIES_DIARIZATION_MODEL={wanted!r} is a {spec.kind} model, not diarization")
@@ -98,17 +106,20 @@ class SpeakerDiarization:
         wanted = bool(speakers.references) or speakers.hinted or speakers.acoustic
         if wanted and fmt != "diarized_json":
             raise DiarizationError(
-                f"known_speaker_references[], num_speakers, min_speakers, max_speakers and acoustic_diarization "
+                "known_speaker_references[], num_speakers, min_speakers, max_speakers and "
+                f"acoustic_diarization "
                 f"need response_format=diarized_json (got {fmt})",
                 param="response_format",
             )
         if fmt == "diarized_json" and prompt:
-            raise DiarizationError("Prompt is not supported for diarization (response_format=diarized_json)", param="prompt")
+            raise DiarizationError(
+                "Prompt is not supported for diarization (response_format=diarized_json)", param="prompt"
+            )
         if wanted and self.slug is None:
             raise DiarizationError(
                 "acoustic speaker diarization is off on this server: no diarization model is enabled "
-                "(TALKIES_DIARIZATION_MODEL, docs/diarization.md)",
-                param="known_speaker_references" if speakers.references else "acoustic_diarization",
+                "(TALKIES_DIARIZATION_MODEL, docs/diarization.md), so speakers are the file's channels",
+                param=_first_field(speakers),
             )
         self._check_hints(speakers)
         if speakers.references:
@@ -118,12 +129,18 @@ class SpeakerDiarization:
         for field in ("num_speakers", "min_speakers", "max_speakers"):
             value = getattr(speakers, field)
             if value is not None and not 1 <= value <= MAX_SPEAKER_HINT:
-                raise DiarizationError(f"{field} must be between 1 and {MAX_SPEAKER_HINT}, got {value}", param=field)
+                raise DiarizationError(
+                    f"{field} must be between 1 and {MAX_SPEAKER_HINT}, got {value}", param=field
+                )
         low, high, exact = speakers.min_speakers, speakers.max_speakers, speakers.num_speakers
         if low is not None and high is not None and low > high:
-            raise DiarizationError(f"min_speakers ({low}) is more than max_speakers ({high})", param="min_speakers")
+            raise DiarizationError(
+                f"min_speakers ({low}) is more than max_speakers ({high})", param="min_speakers"
+            )
         if exact is not None and (low is not None or high is not None):
-            raise DiarizationError("give num_speakers or min_speakers / max_speakers, not both", param="num_speakers")
+            raise DiarizationError(
+                "give num_speakers or min_speakers / max_speakers, not both", param="num_speakers"
+            )
         limit = self._engine_attribute("max_speakers", None)
         asked = exact or low
         if limit is not None and asked is not None and asked > limit:
@@ -146,21 +163,28 @@ class SpeakerDiarization:
                 param="known_speaker_names",
             )
         if len(set(names)) != len(names):
-            raise DiarizationError(f"known_speaker_names[] must be distinct (got {', '.join(names)})", param="known_speaker_names")
+            raise DiarizationError(
+                f"known_speaker_names[] must be distinct (got {', '.join(names)})",
+                param="known_speaker_names",
+            )
         for name in names:
             if not name.isprintable() or len(name) > NAME_CHARS:
                 raise DiarizationError(
-                    f"known_speaker_names[] must be printable text of at most {NAME_CHARS} characters (got {name!r})",
+                    f"known_speaker_names[] must be printable text of at most {NAME_CHARS} characters "
+                    f"(got {name!r})",
                     param="known_speaker_names",
                 )
         if not self._engine_attribute("embeds_speakers", False):
             raise DiarizationError(
-                f"diarization model {self.slug!r} cannot match voices, so known_speaker_references[] cannot be "
-                "used with it; choose an embedding diarizer (sherpa_diarization) in TALKIES_DIARIZATION_MODEL",
+                f"diarization model {self.slug!r} cannot match voices, so known_speaker_references[] "
+                "cannot be used with it; choose an embedding diarizer (sherpa_diarization) in "
+                "TALKIES_DIARIZATION_MODEL",
                 param="known_speaker_references",
             )
 
-    def acoustic(self, speakers: SpeakerRequest, names: tuple[str, ...], channels: int, by_channel: bool) -> bool:
+    def acoustic(
+        self, speakers: SpeakerRequest, names: tuple[str, ...], channels: int, by_channel: bool
+    ) -> bool:
         """Whether a `diarized_json` file of `channels` channels is diarized by voice."""
         if self.slug is None or by_channel:
             if speakers.references and by_channel:
@@ -187,7 +211,10 @@ class SpeakerDiarization:
 
     async def references(self, speakers: SpeakerRequest) -> tuple[PCM, ...]:
         return tuple(
-            [await anyio.to_thread.run_sync(self._decode_reference, index, data) for index, data in enumerate(speakers.references)]
+            [
+                await anyio.to_thread.run_sync(self._decode_reference, index, data)
+                for index, data in enumerate(speakers.references)
+            ]
         )
 
     def _decode_reference(self, index: int, data: bytes) -> PCM:
@@ -201,7 +228,8 @@ class SpeakerDiarization:
                 pcm = decode_audio(Path(name), sample_rate=ASR_SAMPLE_RATE, max_seconds=high + 1.0)
             except InvalidAudioError as exc:
                 raise DiarizationError(
-                    f"known_speaker_references[{index}] is not audio in a supported format, or is over {high:g} s "
+                    f"known_speaker_references[{index}] is not audio in a supported format, "
+                    f"or is over {high:g} s "
                     f"({exc.message})",
                     param="known_speaker_references",
                 ) from None
@@ -211,12 +239,15 @@ class SpeakerDiarization:
         seconds = len(pcm) / ASR_SAMPLE_RATE
         if not low <= seconds <= high:
             raise DiarizationError(
-                f"known_speaker_references[{index}] is {seconds:.1f} s; each sample must be {low:g}-{high:g} s",
+                f"known_speaker_references[{index}] is {seconds:.1f} s; "
+                f"each sample must be {low:g}-{high:g} s",
                 param="known_speaker_references",
             )
         return pcm
 
-    async def diarize(self, pcm: PCM, speakers: SpeakerRequest, references: tuple[PCM, ...]) -> DiarizationResult:
+    async def diarize(
+        self, pcm: PCM, speakers: SpeakerRequest, references: tuple[PCM, ...]
+    ) -> DiarizationResult:
         assert self.slug is not None
         request = DiarizationRequest(
             audio=pcm,
@@ -230,14 +261,18 @@ class SpeakerDiarization:
 
     def names(self, result: DiarizationResult, names: tuple[str, ...]) -> dict[int, str]:
         return match_known_speakers(
-            result.speaker_embeddings, result.reference_embeddings, names, self.settings.speaker_match_threshold
+            result.speaker_embeddings,
+            result.reference_embeddings,
+            names,
+            self.settings.speaker_match_threshold,
         )
 
 
 def match_known_speakers(
     speakers: dict[int, list[float]], references: list[list[float]], names: tuple[str, ...], threshold: float
 ) -> dict[int, str]:
-    """speaker -> name: the optimal one-to-one assignment on cosine similarity, pairs under `threshold` dropped."""
+    """speaker -> name: the optimal one-to-one assignment on cosine similarity; pairs under `threshold`
+    are dropped."""
     if not speakers or not references:
         return {}
     from scipy.optimize import linear_sum_assignment

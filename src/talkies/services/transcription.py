@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import AsyncGenerator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import cast
 
@@ -85,7 +85,9 @@ class TranscriptionOptions:
     logprobs: bool = False  # include[]=logprobs
     vad: VadOptions | None = None  # chunking_strategy: VAD with these options whatever the length
     speaker_names: tuple[str, ...] = ()  # known_speaker_names[]: channel labels, or names of references
-    speakers: SpeakerRequest = SpeakerRequest()  # references, speaker counts, acoustic_diarization
+    speakers: SpeakerRequest = field(
+        default_factory=SpeakerRequest
+    )  # references, speaker counts, acoustic_diarization
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,7 +126,11 @@ class TranscriptionService:
         spec = self.pool.spec(options.model, kind="asr")
         refuse_external(spec)
         if spec.kind != "asr":
-            use = "use POST /v1/audio/speech with it" if spec.kind == "tts" else "TALKIES_DIARIZATION_MODEL runs it"
+            use = (
+                "use POST /v1/audio/speech with it"
+                if spec.kind == "tts"
+                else "TALKIES_DIARIZATION_MODEL runs it"
+            )
             raise WrongModalityError(
                 f"model {spec.slug!r} is a {spec.kind} model, not speech-to-text ({use}); pick a "
                 f"speech-to-text model for transcription",
@@ -254,7 +260,9 @@ class TranscriptionService:
         """Whether this `diarized_json` request is diarized acoustically (see SpeakerDiarization.acoustic)."""
         info = await anyio.to_thread.run_sync(probe_audio, path)
         options = plan.options
-        return self.diarization.acoustic(options.speakers, options.speaker_names, info.channels, options.diarization)
+        return self.diarization.acoustic(
+            options.speakers, options.speaker_names, info.channels, options.diarization
+        )
 
     async def speaker_channels(self, plan: _Plan, path: Path) -> SpeakerChannels:
         """`diarized_json`: a speaker per channel (mono: one), named by `known_speaker_names[]` in

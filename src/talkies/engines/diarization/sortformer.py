@@ -17,7 +17,12 @@ import numpy as np
 
 from talkies.engines.base import checkpoint
 from talkies.engines.common import SnapshotEngine
-from talkies.engines.diarization.protocol import DiarizationRequest, DiarizationResult, SpeakerTurn, exclusive_turns
+from talkies.engines.diarization.protocol import (
+    DiarizationRequest,
+    DiarizationResult,
+    SpeakerTurn,
+    exclusive_turns,
+)
 
 ACTIVITY_THRESHOLD = 0.5
 MIN_TURN_S = 0.2
