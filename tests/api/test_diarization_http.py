@@ -92,7 +92,7 @@ def base_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def sdk(base_url: str) -> openai.OpenAI:
-    return openai.OpenAI(base_url=f"{base_url}/v1", api_key="unused", timeout=300, max_retries=0)
+    return openai.OpenAI(base_url=f"{base_url}/v1", api_key="unused", timeout=900, max_retries=0)
 
 
 def wav_data_url(audio: np.ndarray, rate: int = 16_000, channels: int = 1) -> str:
