@@ -5,7 +5,7 @@ TalkiesError                     500  anything unexpected from the server itself
 │   ├── InvalidAudioError             empty / corrupt / undecodable audio, too long
 │   │   └── AudioTooLongError         more samples than the caller's max_seconds (decoding stopped)
 │   ├── UnsupportedFormatError        unknown response_format
-│   ├── DiarizationError              diarization on a non-stereo file
+│   ├── DiarizationError              diarization on a non-stereo file; a bad speaker field or reference
 │   ├── UnknownVoiceError             voice not in the model's catalog
 │   ├── UnsupportedLanguageError      language code the engine does not know
 │   ├── WrongModalityError            a TTS model on an ASR endpoint, or the reverse

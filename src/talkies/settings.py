@@ -146,6 +146,16 @@ class Settings(BaseSettings):
     that are not enabled go. Empty: the first enabled speech-to-text model."""
     default_tts_model: str = Field("", max_length=200)
     """Model for a speech request whose `model` is empty. Empty: the first enabled text-to-speech model."""
+    diarization_model: str = Field("", max_length=200)
+    """Speaker-diarization model (modality `diarization`) behind `diarized_json` on mono audio. Empty: the
+    first enabled diarization model; with none enabled, a mono file is one speaker `A` (docs/diarization.md).
+    `none`: never diarize acoustically."""
+    speaker_match_threshold: float = Field(0.5, ge=-1.0, le=1.0)
+    """Cosine similarity a found speaker must reach to take a `known_speaker_names[]` name (one-to-one
+    assignment of references to speakers); below it the speaker keeps its letter. 0.5 suits CAM++."""
+    max_speaker_reference_bytes: int = Field(8 * 1024 * 1024, ge=64 * 1024, le=64 * 1024 * 1024)
+    """Largest `known_speaker_references[]` form field (a data URL) on /v1/audio/transcriptions; the other
+    text fields stay capped at 64 KiB. 8 MiB holds a 10 s 48 kHz stereo 16-bit WAV in base64 (2.6 MB)."""
     public_catalog: bool = False
     """Let `GET /v1/audio/voices` and `GET /v1/audio/models` through without a bearer token (Open WebUI
     sends those two without one). Trade-off: anyone who reaches the port can list voices and models."""

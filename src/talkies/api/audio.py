@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from talkies.api.cancel import ClosingStreamingResponse, cancel_on_disconnect
 from talkies.api.deps import SettingsDep, note_model
-from talkies.api.openai_fields import read_openai_fields
+from talkies.api.openai_fields import REFERENCES, read_openai_fields
 from talkies.api.responses import GUARDED, RUNS_MODEL, WRITE_GUARDED, SpeechModelList, body, errors, media
 from talkies.api.streaming import sse_response
 from talkies.api.system import model_card
@@ -28,6 +28,7 @@ from talkies.audio.encode import SPEECH_FORMATS
 from talkies.errors import BadRequestError
 from talkies.formats.events import SSE_MEDIA_TYPE
 from talkies.formats.transcript import TRANSCRIPT_FORMATS
+from talkies.services.diarization import MAX_REFERENCES, MAX_SPEAKER_HINT
 from talkies.services.speech import SpeechOptions, SpeechService
 from talkies.services.streams import open_transcript_stream
 from talkies.services.transcription import TranscriptionOptions, TranscriptionService
@@ -95,21 +96,25 @@ def parse_transcription_form(form: ReceivedForm) -> TranscriptionForm:
 
 
 def receive_audio_form(
-    request: Request, settings: Settings, service: TranscriptionService
+    request: Request, settings: Settings, service: TranscriptionService, *, references: bool = False
 ) -> AbstractAsyncContextManager[ReceivedForm]:
     """The transcription / translation form, streamed to disk under the upload cap. The `model` field
     is checked for a full queue as soon as it is read (the official SDKs send fields before the file),
-    so a 429 comes before the upload is stored."""
+    so a 429 comes before the upload is stored. `references`: known-speaker data URLs may each take up to
+    TALKIES_MAX_SPEAKER_REFERENCE_BYTES (transcriptions only; other text fields stay at 64 KiB)."""
 
     def on_field(name: str, value: str) -> None:
         if name == "model":
             service.admit(value)
 
+    size = settings.max_speaker_reference_bytes
     return receive_form(
         request,
         max_file_bytes=settings.max_upload_bytes,
         tmp_dir=settings.data_dir / "tmp",
         on_field=on_field,
+        field_limits={f"{REFERENCES}[]": size, REFERENCES: size} if references else None,
+        extra_bytes=MAX_REFERENCES * size if references else 0,
     )
 
 
@@ -160,6 +165,15 @@ _TRANSCRIPTION_FORM_DOC = multipart_form_doc(
         },
         "diarization": {"type": "boolean"},
         "known_speaker_names[]": {"type": "array", "items": {"type": "string"}},
+        "known_speaker_references[]": {
+            "type": "array",
+            "items": {"type": "string"},
+            "maxItems": MAX_REFERENCES,
+        },
+        "num_speakers": {"type": "integer", "minimum": 1, "maximum": MAX_SPEAKER_HINT},
+        "min_speakers": {"type": "integer", "minimum": 1, "maximum": MAX_SPEAKER_HINT},
+        "max_speakers": {"type": "integer", "minimum": 1, "maximum": MAX_SPEAKER_HINT},
+        "acoustic_diarization": {"type": "boolean"},
     }
 )
 
@@ -184,7 +198,7 @@ TRANSCRIPT_ANSWERS = errors(WRITE_GUARDED, RUNS_MODEL, 400, 413, 422)
 async def create_transcription(
     request: Request, settings: SettingsDep, service: TranscriptionDep
 ) -> Response:
-    async with receive_audio_form(request, settings, service) as form:
+    async with receive_audio_form(request, settings, service, references=True) as form:
         fields = parse_transcription_form(form)
         note_model(request, fields.model)
         check_single_source(form, fields)
@@ -200,6 +214,7 @@ async def create_transcription(
             logprobs="logprobs" in extra.include,
             vad=extra.vad,
             speaker_names=extra.speaker_names,
+            speakers=extra.speakers,
         )
         service.validate(options)
         if extra.stream:

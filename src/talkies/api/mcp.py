@@ -27,6 +27,7 @@ from talkies.errors import BadRequestError, PayloadTooLargeError, TalkiesError
 from talkies.netpolicy import HostPolicy
 from talkies.pool import ModelPool
 from talkies.registry import Registry
+from talkies.services.diarization import SpeakerRequest
 from talkies.services.downloads import Downloader, using_file_path
 from talkies.services.files import FileStore
 from talkies.services.speech import SpeechOptions, SpeechService
@@ -144,10 +145,20 @@ class _Tools:
         return self.app.state.speech  # type: ignore[no-any-return]
 
     async def transcribe(
-        self, file_path: str, model: str, language: str | None, response_format: str, diarization: bool
+        self,
+        file_path: str,
+        model: str,
+        language: str | None,
+        response_format: str,
+        diarization: bool,
+        num_speakers: int | None = None,
     ) -> str:
         options = TranscriptionOptions(
-            model=model, response_format=response_format, language=language, diarization=diarization
+            model=model,
+            response_format=response_format,
+            language=language,
+            diarization=diarization,
+            speakers=SpeakerRequest(num_speakers=num_speakers),
         )
         self.transcription.validate(options)  # unknown model, wrong modality, bad format: before any fetch
         async with using_file_path(file_path, files=self.files, downloads=self.downloads) as path:
@@ -219,13 +230,17 @@ def build_mcp_server(app: FastAPI) -> MCPServer:
         language: str | None = None,
         response_format: str = "json",
         diarization: bool = False,
+        num_speakers: int | None = None,
     ) -> str:
         """Transcribe audio. `file_path` is a path in the staging area (see list_files / put_file) or an
         http(s) URL (downloaded once and cached server-side). `response_format`: json, verbose_json, text,
-        srt or vtt; JSON formats come back as a JSON-encoded string, the others raw. `diarization` needs a
-        stereo file (left/right channels become speakers L/R). Without `model`: the server's default
-        speech-to-text model."""
-        return await tools.transcribe(file_path, model, language, response_format, diarization)
+        srt, vtt or diarized_json; JSON formats come back as a JSON-encoded string, the others raw.
+        diarized_json shows who spoke when: segments with a `speaker` (A, B, ... in order of appearance) and
+        text as `A: ...` lines; a mono file is diarized by voice when the server has a diarization model
+        (`num_speakers` tells it how many, when known), a stereo file has a speaker per channel.
+        `diarization` with json / text / ... needs a stereo file (left/right channels become speakers L/R).
+        Without `model`: the server's default speech-to-text model."""
+        return await tools.transcribe(file_path, model, language, response_format, diarization, num_speakers)
 
     @server.tool(annotations=read_only)
     @_tool_errors

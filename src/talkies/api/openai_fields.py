@@ -8,18 +8,22 @@ Every value is checked here; a bad one answers 400 naming the field.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from talkies.api.uploads import ReceivedForm
 from talkies.audio.vad import VadOptions
-from talkies.errors import BadRequestError
+from talkies.errors import BadRequestError, DiarizationError
+from talkies.services.diarization import SpeakerRequest
 
 CHUNKING = "chunking_strategy"
 # OpenAI's VadConfig defaults (additionalProperties: false)
 VAD_DEFAULTS = {"threshold": 0.5, "silence_duration_ms": 200, "prefix_padding_ms": 300}
 INCLUDE_VALUES = ("logprobs",)
+REFERENCES = "known_speaker_references"
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,7 +31,10 @@ class OpenAIFields:
     stream: bool = False
     include: tuple[str, ...] = ()
     vad: VadOptions | None = None  # chunking_strategy mapped onto our VAD
-    speaker_names: tuple[str, ...] = ()  # known_speaker_names[]: diarized_json's labels by channel
+    speaker_names: tuple[str, ...] = ()  # known_speaker_names[]: channel labels, or names of references
+    speakers: SpeakerRequest = field(
+        default_factory=SpeakerRequest
+    )  # known_speaker_references[], speaker counts, acoustic
 
 
 def read_openai_fields(form: ReceivedForm, server_vad: VadOptions) -> OpenAIFields:
@@ -38,18 +45,47 @@ def read_openai_fields(form: ReceivedForm, server_vad: VadOptions) -> OpenAIFiel
             f"include[] {unknown[0]!r} is not supported; valid values: {', '.join(INCLUDE_VALUES)}",
             param="include",
         )
-    if _list(form, "known_speaker_references"):
-        raise BadRequestError(
-            "known_speaker_references[] is not supported: talkies matches no voices, its speakers are the "
-            "file's channels; name them with known_speaker_names[] in channel order",
-            param="known_speaker_references",
-        )
     return OpenAIFields(
         stream=_bool(form.get("stream"), "stream"),
         include=include,
         vad=chunking_vad(form, server_vad),
         speaker_names=known_speaker_names(form),
+        speakers=SpeakerRequest(
+            references=tuple(
+                data_url_bytes(value, index) for index, value in enumerate(_list(form, REFERENCES))
+            ),
+            num_speakers=_count(form, "num_speakers"),
+            min_speakers=_count(form, "min_speakers"),
+            max_speakers=_count(form, "max_speakers"),
+            acoustic=_bool(form.get("acoustic_diarization"), "acoustic_diarization"),
+        ),
     )
+
+
+def data_url_bytes(value: str, index: int) -> bytes:
+    """A `known_speaker_references[]` entry: `data:<audio type>;base64,<bytes>` -> the bytes."""
+    header, comma, payload = value.strip().partition(",")
+    if not header.startswith("data:") or not comma or not header.endswith(";base64"):
+        raise DiarizationError(
+            f"known_speaker_references[{index}] must be a data URL, data:audio/...;base64,<audio bytes>",
+            param=REFERENCES,
+        )
+    try:
+        return base64.b64decode(payload, validate=True)
+    except (binascii.Error, ValueError):
+        raise DiarizationError(
+            f"known_speaker_references[{index}] is not valid base64", param=REFERENCES
+        ) from None
+
+
+def _count(form: ReceivedForm, name: str) -> int | None:
+    value = form.get(name)
+    if value is None or not value.strip():
+        return None
+    try:
+        return int(value.strip())
+    except ValueError:
+        raise DiarizationError(f"{name} must be a whole number, got {value!r}", param=name) from None
 
 
 def known_speaker_names(form: ReceivedForm) -> tuple[str, ...]:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -72,11 +72,16 @@ class _FormReader:
     """python-multipart callbacks collecting fields and staging file parts; I/O is left to the caller."""
 
     def __init__(
-        self, tmp_dir: Path, max_file_bytes: int, on_field: Callable[[str, str], None] | None = None
+        self,
+        tmp_dir: Path,
+        max_file_bytes: int,
+        on_field: Callable[[str, str], None] | None = None,
+        field_limits: Mapping[str, int] | None = None,
     ) -> None:
         self.tmp_dir = tmp_dir
         self.max_file_bytes = max_file_bytes
         self.on_field = on_field
+        self.field_limits = field_limits or {}
         self.form = ReceivedForm()
         self.part = _Part()
         self.header_field = bytearray()
@@ -132,8 +137,9 @@ class _FormReader:
         part = self.part
         if part.file is None:
             part.value.extend(data[start:end])
-            if len(part.value) > MAX_FIELD_BYTES:
-                raise BadRequestError(f"form field {part.name!r} is over {MAX_FIELD_BYTES} bytes")
+            limit = self.field_limits.get(part.name, MAX_FIELD_BYTES)
+            if len(part.value) > limit:
+                raise BadRequestError(f"form field {part.name!r} is over {limit} bytes", param=part.name)
             return
         part.file.size += end - start
         if part.file.size > self.max_file_bytes:
@@ -178,20 +184,24 @@ async def receive_form(
     max_file_bytes: int,
     tmp_dir: Path,
     on_field: Callable[[str, str], None] | None = None,
+    field_limits: Mapping[str, int] | None = None,
+    extra_bytes: int = 0,
 ) -> AsyncIterator[ReceivedForm]:
     """Parse a multipart body from `request`'s receive channel; files are removed on exit.
 
     `on_field(name, value)` runs as each text field ends, before any part after it is read: an error it
-    raises ends the request there (admission: a full queue refused before the upload is stored)."""
+    raises ends the request there (admission: a full queue refused before the upload is stored).
+    `field_limits` raises the 64 KiB cap of named text fields (known-speaker data URLs); `extra_bytes` is
+    what those fields may add to the whole body on top of the file cap."""
     ctype, params = parse_options_header(request.headers.get("content-type", ""))
     if ctype != b"multipart/form-data" or b"boundary" not in params:
         raise BadRequestError("expected a multipart/form-data body with a 'file' field", param="file")
-    limit = max_file_bytes + FORM_OVERHEAD_BYTES
+    limit = max_file_bytes + FORM_OVERHEAD_BYTES + extra_bytes
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise too_large(max_file_bytes)
     await anyio.to_thread.run_sync(lambda: tmp_dir.mkdir(parents=True, exist_ok=True))
-    reader = _FormReader(tmp_dir, max_file_bytes, on_field)
+    reader = _FormReader(tmp_dir, max_file_bytes, on_field, field_limits)
     try:
         parser = MultipartParser(params[b"boundary"], reader.callbacks())
         received = 0

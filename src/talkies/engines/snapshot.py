@@ -319,9 +319,13 @@ def _unreachable(slug: str, repo: str, model_dir: Path, exc: Exception) -> Engin
 
 
 def pull_dependency(repo: str) -> Path:
-    """A repository another model loads by name (registry `dependencies`): into the Hugging Face cache."""
-    from huggingface_hub import snapshot_download
+    """A repository another model loads by name (registry `dependencies`): into the Hugging Face cache.
+    `org/name:path/in/repo` fetches that one file (a model that needs one file of a large repository)."""
+    from huggingface_hub import hf_hub_download, snapshot_download
 
+    name, _, filename = repo.partition(":")
+    if filename:
+        return Path(hf_hub_download(repo_id=name, filename=filename))
     return Path(snapshot_download(repo_id=repo))
 
 

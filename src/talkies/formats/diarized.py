@@ -79,7 +79,11 @@ def diarized_json(results: Sequence[TranscriptionResult], speakers: Sequence[str
         for segment in channel_segments(result, channel, speaker)
     ]
     segments.sort(key=lambda segment: segment.start)  # stable: the earlier channel first on ties
-    duration = max((result.duration for result in results), default=0.0)
+    return diarized_body(segments, max((result.duration for result in results), default=0.0))
+
+
+def diarized_body(segments: Sequence[SpeakerSegment], duration: float) -> dict[str, Any]:
+    """`TranscriptionDiarized` from segments in time order (channel or acoustic speakers alike)."""
     return {
         "task": "transcribe",
         "duration": json_seconds(duration),

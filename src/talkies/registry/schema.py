@@ -14,7 +14,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-Modality = Literal["asr", "tts"]
+Modality = Literal["asr", "tts", "diarization"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +112,23 @@ EXECUTORS: dict[str, ExecutorInfo] = {
             None,
             needs_repo=False,
             isolation="inprocess",
+        ),
+        # Speaker diarization (who spoke when) for diarized_json on mono audio: docs/diarization.md
+        ExecutorInfo(
+            "sherpa_diarization",
+            "diarization",
+            "talkies.engines.diarization.sherpa:SherpaDiarizer",
+            "diarization",
+            ("sherpa_onnx",),
+            snapshot_patterns=("segmentation.onnx", "embedding.onnx", "model.onnx", "*.md", "LICENSE*"),
+        ),
+        ExecutorInfo(
+            "sortformer",
+            "diarization",
+            "talkies.engines.diarization.sortformer:SortformerDiarizer",
+            "nemo",
+            ("nemo",),
+            snapshot_patterns=("*.nemo",),
         ),
         # An external server run as a managed child (llama-swap style); the engine itself holds no model.
         ExecutorInfo(
@@ -251,7 +268,9 @@ class ModelSpec(BaseModel):
         info = EXECUTORS[self.executor]
         if info.modality is None:
             if self.modality is None:
-                raise ValueError(f"field 'modality' (asr or tts) is required for executor {self.executor!r}")
+                raise ValueError(
+                    f"field 'modality' (asr, tts or diarization) is required for executor {self.executor!r}"
+                )
         elif self.modality is None:
             object.__setattr__(self, "modality", info.modality)
         elif self.modality != info.modality:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from talkies.engines.base import Segment, TranscriptionResult, Word
 from talkies.errors import BadRequestError
-from talkies.formats.diarized import ChannelSegments, diarized_json, segment_event
+from talkies.formats.diarized import ChannelSegments, diarized_body, diarized_json, segment_event
 from talkies.formats.events import transcript_delta, transcript_done
 from talkies.services.transcript_steps import Piece
 
@@ -68,6 +68,8 @@ async def open_transcript_stream(
             param="stream",
         )
     if plan.format == "diarized_json":
+        if await service.by_voice(plan, path):
+            return await start_stream(_acoustic_events(service, plan, path))
         speakers = await service.speaker_channels(plan, path)
         return await start_stream(_segment_events(service, plan, speakers))
     if options.diarization:
@@ -120,6 +122,19 @@ async def _segment_events(
             await events.aclose()
     whole = diarized_json(results, speakers.speakers)
     yield transcript_done(whole["text"], max(result.duration for result in results))
+
+
+async def _acoustic_events(
+    service: TranscriptionService, plan: _Plan, path: Path
+) -> AsyncGenerator[bytes, None]:
+    """Diarized by voice: the speakers are known only once the whole file is transcribed and diarized, so
+    the segment events come together, then `done`; an error before them still answers with its status."""
+    from talkies.services.transcription import acoustic_transcript
+
+    result, segments = await acoustic_transcript(service, plan, path)
+    for segment in segments:
+        yield segment_event(segment)
+    yield transcript_done(diarized_body(segments, result.duration)["text"], result.duration)
 
 
 def _words(segments: Iterable[Segment]) -> list[Word]:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import AsyncGenerator, Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TypeVar, cast
 
@@ -43,12 +43,14 @@ from talkies.errors import (
     UnsupportedLanguageError,
     WrongModalityError,
 )
-from talkies.formats.diarized import diarized_json, speaker_labels
+from talkies.formats.diarized import SpeakerSegment, diarized_body, diarized_json, speaker_labels
+from talkies.formats.speaker_turns import acoustic_segments
 from talkies.formats.timeline import merge_stereo
 from talkies.formats.transcript import normalize_transcript_format, render_transcript
 from talkies.pool import ModelPool
 from talkies.registry import ModelSpec, Registry
 from talkies.services.blocking import BlockingSteps
+from talkies.services.diarization import SpeakerDiarization, SpeakerRequest
 from talkies.services.provider import EngineProvider
 from talkies.services.transcript_steps import Piece, decode_steps, next_step
 from talkies.settings import Settings
@@ -85,7 +87,10 @@ class TranscriptionOptions:
     word_timestamps: bool = False  # timestamp_granularities[]=word (or logprobs): the engine's word pass
     logprobs: bool = False  # include[]=logprobs
     vad: VadOptions | None = None  # chunking_strategy: VAD with these options whatever the length
-    speaker_names: tuple[str, ...] = ()  # known_speaker_names[]: diarized_json's labels, in channel order
+    speaker_names: tuple[str, ...] = ()  # known_speaker_names[]: channel labels, or names of references
+    speakers: SpeakerRequest = field(
+        default_factory=SpeakerRequest
+    )  # references, speaker counts, acoustic_diarization
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,15 +129,21 @@ class TranscriptionService:
         self.registry = registry
         self.settings = settings
         self.vad_options = VadOptions.from_settings(settings)
+        self.diarization = SpeakerDiarization(pool, registry, settings)
 
     def validate(self, options: TranscriptionOptions) -> _Plan:
         """Everything that can be refused without reading the audio."""
         spec = self.pool.spec(options.model, kind="asr")
         refuse_external(spec)
         if spec.kind != "asr":
+            use = (
+                "use POST /v1/audio/speech with it"
+                if spec.kind == "tts"
+                else "TALKIES_DIARIZATION_MODEL runs it"
+            )
             raise WrongModalityError(
-                f"model {spec.slug!r} is a text-to-speech model; use POST /v1/audio/speech with it, "
-                f"or pick a speech-to-text model for transcription",
+                f"model {spec.slug!r} is a {spec.kind} model, not speech-to-text ({use}); pick a "
+                f"speech-to-text model for transcription",
                 param="model",
             )
         fmt = normalize_transcript_format(options.response_format)
@@ -140,6 +151,7 @@ class TranscriptionService:
             raise CapabilityError(f"model {spec.slug!r} cannot translate", param="model")
         if options.language:
             self._check_language(spec.slug, options.language)
+        self.diarization.check(options.speakers, options.speaker_names, options.prompt, fmt)
         self._check_request_options(spec, options, fmt)
         self._check_speakers(options, fmt)
         self.pool.check_queue(spec.slug)  # a full queue answers 429 before the audio is decoded
@@ -164,8 +176,8 @@ class TranscriptionService:
                 "response_format diarized_json is for transcriptions, not translations",
                 param="response_format",
             )
-        if not names:
-            return
+        if not names or options.speakers.references:
+            return  # names paired with references: checked by SpeakerDiarization
         if fmt != DIARIZED:
             raise BadRequestError(
                 f"known_speaker_names[] needs response_format=diarized_json (got {fmt})",
@@ -250,6 +262,10 @@ class TranscriptionService:
     async def _transcribe_file(self, path: Path, options: TranscriptionOptions) -> Transcript:
         plan = self.validate(options)
         if plan.format == DIARIZED:
+            if await self.by_voice(plan, path):
+                result, segments = await acoustic_transcript(self, plan, path)
+                body = json.dumps(diarized_body(segments, result.duration), ensure_ascii=False)
+                return Transcript(body=body, content_type="application/json", result=result, format=DIARIZED)
             return await self._transcribe_speakers(plan, await self.speaker_channels(plan, path))
         if options.diarization:
             await self._require_stereo(path)
@@ -262,6 +278,14 @@ class TranscriptionService:
             result, plan.format, task=options.task, logprobs=options.logprobs
         )
         return Transcript(body=body, content_type=content_type, result=result, format=plan.format)
+
+    async def by_voice(self, plan: _Plan, path: Path) -> bool:
+        """Whether this `diarized_json` request is diarized acoustically (see SpeakerDiarization.acoustic)."""
+        info = await anyio.to_thread.run_sync(probe_audio, path)
+        options = plan.options
+        return self.diarization.acoustic(
+            options.speakers, options.speaker_names, info.channels, options.diarization
+        )
 
     async def speaker_channels(self, plan: _Plan, path: Path) -> SpeakerChannels:
         """`diarized_json`: a speaker per channel (mono: one), named by `known_speaker_names[]` in
@@ -391,3 +415,17 @@ def _engine_type(spec: ModelSpec) -> type | None:
         return engine_class(spec.executor)
     except (LookupError, ImportError):
         return None  # the pool reports why when the model is acquired
+
+
+async def acoustic_transcript(
+    service: TranscriptionService, plan: _Plan, path: Path
+) -> tuple[TranscriptionResult, list[SpeakerSegment]]:
+    """The file as one mono track: references decoded and checked first, then the ASR model (with word
+    times, VAD as usual) and the diarizer on the whole file, one after the other."""
+    options = plan.options
+    references = await service.diarization.references(options.speakers)
+    pcm = await anyio.to_thread.run_sync(service.decode_mono, path)
+    result = await service._run(replace(plan, options=replace(options, word_timestamps=True)), pcm)
+    diarized = await service.diarization.diarize(pcm, options.speakers, references)
+    names = service.diarization.names(diarized, options.speaker_names)
+    return result, acoustic_segments(result, diarized.turns, names)

@@ -455,11 +455,19 @@ function playSpan(start, end) {
   audio.play().catch(() => {});
 }
 
+const SPEAKER_COLOURS = 8; // style.css: .speaker-0 ... .speaker-7
+
 function showSegments(segments) {
   const table = $("segments");
+  const speakers = []; // in order of first appearance: each keeps its colour
   const rows = segments.map((segment) => {
     const tr = document.createElement("tr");
     tr.tabIndex = 0;
+    if (segment.speaker !== undefined) {
+      if (!speakers.includes(segment.speaker)) speakers.push(segment.speaker);
+      tr.classList.add(`speaker-${speakers.indexOf(segment.speaker) % SPEAKER_COLOURS}`);
+      tr.dataset.speaker = segment.speaker;
+    }
     for (const value of [clock(segment.start), clock(segment.end), segment.speaker ?? segment.channel ?? "", segment.text]) {
       const td = document.createElement("td");
       td.textContent = value;
@@ -517,6 +525,7 @@ async function transcribe(event) {
   if ($("asr-language").value.trim()) form.append("language", $("asr-language").value.trim());
   form.append("response_format", format);
   if ($("asr-diarization").checked) form.append("diarization", "true");
+  if (format === "diarized_json" && $("asr-speakers").value) form.append("num_speakers", $("asr-speakers").value);
   if (stream) form.append("stream", "true");
   const button = $("transcribe");
   button.disabled = true;

@@ -105,6 +105,10 @@ class ProcessEngine:
             real = host_worker.resolve_target(target)
             asr, tts = hasattr(real, "transcribe"), hasattr(real, "synthesize")
             cls = ProcessDuplex if asr and tts else ProcessTranscriber if asr else ProcessSynthesizer
+            if hasattr(real, "diarize"):
+                from talkies.workers.diarizer import ProcessDiarizer
+
+                cls = ProcessDiarizer
         return object.__new__(cls)
 
     def __init__(

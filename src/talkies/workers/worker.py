@@ -19,6 +19,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from multiprocessing.connection import Connection
 from typing import Any, NoReturn
@@ -200,8 +201,8 @@ def _run_call(
             del engines[slug]
             engine.unload()
             replies.send(("result", rid, (None, False)))
-        elif method == "transcribe":
-            _transcribe(engine, replies, rid, payload, blocks)
+        elif method in ("transcribe", "diarize"):  # both take a request whose `audio` may be shared memory
+            _transcribe(getattr(engine, method), replies, rid, payload, blocks)
         elif method == "transcribe_stream":
             _transcribe_stream(engine, call, payload, blocks)
         elif method == "synthesize":
@@ -225,16 +226,20 @@ def _attach(engines: dict[str, Any], replies: _Replies, rid: int, payload: tuple
 
 
 def _transcribe(
-    engine: Any, replies: _Replies, rid: int, payload: tuple[TranscriptionRequest, Any], blocks: MappedBlocks
+    run: Callable[[Any], Any],
+    replies: _Replies,
+    rid: int,
+    payload: tuple[TranscriptionRequest, Any],
+    blocks: MappedBlocks,
 ) -> None:
     request, audio = payload
     if not isinstance(audio, SharedArray):
-        replies.send(("result", rid, (engine.transcribe(request_with(request, audio)), False)))
+        replies.send(("result", rid, (run(request_with(request, audio)), False)))
         return
     ref = audio
     audio, one_off = blocks.view(ref)
     try:
-        outcome: tuple[Any, ...] = ("result", rid, engine.transcribe(request_with(request, audio)))
+        outcome: tuple[Any, ...] = ("result", rid, run(request_with(request, audio)))
     except BaseException as exc:
         outcome = ("error", rid, pack_error(exc))
     # With the call's frames gone, only our name and getrefcount's argument remain unless the engine kept a
