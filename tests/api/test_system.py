@@ -36,7 +36,7 @@ async def test_boots_on_shipped_registry(registry: str, tmp_path: Path) -> None:
     assert health["device"] == "cpu"
     assert "whisper-large-v3" in health["models"]
     assert models["object"] == "list"
-    assert {m["modality"] for m in models["data"]} == {"asr", "tts"}
+    assert {m["modality"] for m in models["data"]} == {"asr", "tts", "diarization"}
     assert ps["models"] == []
     assert ps["memory"]["used_bytes"] == 0
 

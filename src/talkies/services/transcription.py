@@ -136,14 +136,14 @@ class TranscriptionService:
         spec = self.pool.spec(options.model, kind="asr")
         refuse_external(spec)
         if spec.kind != "asr":
-            use = (
-                "use POST /v1/audio/speech with it"
+            what, use = (
+                ("text-to-speech", "use POST /v1/audio/speech with it")
                 if spec.kind == "tts"
-                else "TALKIES_DIARIZATION_MODEL runs it"
+                else ("diarization", "TALKIES_DIARIZATION_MODEL runs it")
             )
             raise WrongModalityError(
-                f"model {spec.slug!r} is a {spec.kind} model, not speech-to-text ({use}); pick a "
-                f"speech-to-text model for transcription",
+                f"model {spec.slug!r} is a {what} model; {use}, "
+                f"or pick a speech-to-text model for transcription",
                 param="model",
             )
         fmt = normalize_transcript_format(options.response_format)
