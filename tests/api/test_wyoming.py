@@ -153,7 +153,8 @@ async def test_describe_is_rebuilt_on_each_call(tmp_path: Path) -> None:
             before = {m.name: m.installed for m in Info.from_event(await _read(client)).asr[0].models}
             snapshot = settings.models_dir / "whisper-x"
             snapshot.mkdir(parents=True)
-            (snapshot / "model.bin").write_bytes(b"x")
+            for name in ("config.json", "model.bin", "tokenizer.json", "vocabulary.txt"):  # whisper needs all
+                (snapshot / name).write_bytes(b"x")
             await client.write_event(Describe().event())
             after = {m.name: m.installed for m in Info.from_event(await _read(client)).asr[0].models}
     assert before == {"pocketsphinx-en-us": True, "whisper-x": False}
