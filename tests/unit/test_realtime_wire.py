@@ -70,8 +70,10 @@ def test_beta_update_and_g711() -> None:
     config = apply_beta(SessionConfig(), session)
     assert config.encoding == "pcmu"
     assert config.prompt is None
-    assert config.noise_reduction == "near_field"
     rendered = render_beta(config, "s", 0)
+    # asked for, but not applied here: the effective session says so rather than echoing it
+    assert rendered["input_audio_noise_reduction"] is None
+    assert rendered["include"] == []
     assert rendered["input_audio_format"] == "g711_ulaw"
     assert rendered["object"] == "realtime.transcription_session"
     assert (

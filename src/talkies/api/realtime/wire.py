@@ -64,8 +64,6 @@ class SessionConfig:
     language: str | None = None
     prompt: str | None = None
     turn_detection: TurnDetection | None = TurnDetection()
-    noise_reduction: str | None = None  # accepted and echoed; not applied (docs/realtime.md)
-    include: tuple[str, ...] = ()
 
 
 def _object(value: Any, param: str) -> dict[str, Any]:
@@ -177,12 +175,11 @@ def apply_ga(config: SessionConfig, session: dict[str, Any]) -> SessionConfig:
             source["turn_detection"], config.turn_detection, f"{param}.turn_detection"
         )
         config = replace(config, turn_detection=detection)
+    # Checked, not kept: no noise reduction and no logprobs here; the answer shows both as not in effect.
     if "noise_reduction" in source:
-        config = replace(
-            config, noise_reduction=_noise_reduction(source["noise_reduction"], f"{param}.noise_reduction")
-        )
+        _noise_reduction(source["noise_reduction"], f"{param}.noise_reduction")
     if "include" in session:
-        config = replace(config, include=_include(session["include"]))
+        _include(session["include"])
     return config
 
 
@@ -222,13 +219,10 @@ def apply_beta(config: SessionConfig, session: dict[str, Any]) -> SessionConfig:
             session["turn_detection"], config.turn_detection, "session.turn_detection"
         )
         config = replace(config, turn_detection=detection)
-    if "input_audio_noise_reduction" in session:
-        value = _noise_reduction(
-            session["input_audio_noise_reduction"], "session.input_audio_noise_reduction"
-        )
-        config = replace(config, noise_reduction=value)
+    if "input_audio_noise_reduction" in session:  # checked, not kept (see apply_ga)
+        _noise_reduction(session["input_audio_noise_reduction"], "session.input_audio_noise_reduction")
     if "include" in session:
-        config = replace(config, include=_include(session["include"]))
+        _include(session["include"])
     return config
 
 
@@ -251,10 +245,10 @@ def render_ga(config: SessionConfig, session_id: str, expires_at: int) -> dict[s
                 "format": audio_format,
                 "transcription": _transcription_wire(config),
                 "turn_detection": config.turn_detection.wire() if config.turn_detection else None,
-                "noise_reduction": {"type": config.noise_reduction} if config.noise_reduction else None,
+                "noise_reduction": None,  # the effective session: none is applied here
             }
         },
-        "include": list(config.include),
+        "include": [],
     }
 
 
@@ -266,8 +260,8 @@ def render_beta(config: SessionConfig, session_id: str, expires_at: int) -> dict
         "input_audio_format": next(k for k, v in BETA_FORMATS.items() if v == config.encoding),
         "input_audio_transcription": _transcription_wire(config),
         "turn_detection": config.turn_detection.wire() if config.turn_detection else None,
-        "input_audio_noise_reduction": {"type": config.noise_reduction} if config.noise_reduction else None,
-        "include": list(config.include),
+        "input_audio_noise_reduction": None,  # the effective session: none is applied here
+        "include": [],
         "modalities": ["text"],
     }
 
