@@ -361,8 +361,9 @@ async def test_queue_clock_pauses_when_the_awaited_load_starts(
     """Requests queued while another model drains: the drain counts, their own model's load does not."""
     gate = threading.Event()
     fake_factory["asr-b"].gate = gate
-    fake_factory["asr-a"].load_delay = 3.0
-    pool = make_pool(make_settings(queue_timeout=2.0, max_queue=10, max_loaded_models=1), fake_factory)
+    # Seconds of margin for the drain and asr-b's unload (a worker thread, slow on a loaded machine).
+    fake_factory["asr-a"].load_delay = 6.0
+    pool = make_pool(make_settings(queue_timeout=5.0, max_queue=10, max_loaded_models=1), fake_factory)
 
     async def busy() -> None:
         async with pool.acquire("asr-b") as engine:
@@ -372,7 +373,7 @@ async def test_queue_clock_pauses_when_the_awaited_load_starts(
     await wait_until(lambda: fake_factory["asr-b"].active == 1)
     waiting = [asyncio.create_task(use(pool, "asr-a")) for _ in range(3)]
     await asyncio.sleep(0.5)
-    gate.set()  # asr-b drains after 0.5 s of queueing; asr-a then loads for 3 s (> the 2 s queue clock)
+    gate.set()  # asr-b drains after 0.5 s of queueing; asr-a then loads for 6 s (> the 5 s queue clock)
     await asyncio.gather(running, *waiting)
     assert fake_factory["asr-a"].loads == 1
 

@@ -40,7 +40,10 @@ def test_process_entry_fields_and_defaults(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("entry", "message"),
     [
-        ({"executor": "process", "cmd": "x --port ${PORT}"}, r"field 'modality' \(asr or tts\) is required"),
+        (
+            {"executor": "process", "cmd": "x --port ${PORT}"},
+            r"field 'modality' \(asr, tts or diarization\) is required",
+        ),
         ({"executor": "process", "modality": "tts"}, "field 'cmd' is required for executor 'process'"),
         ({"executor": "espeak", "cmdStop": "x"}, "cmdStop: only for executor 'process', not 'espeak'"),
         (proc(env=["no equals sign"]), "env entry 'no equals sign' is not NAME=value"),
