@@ -4,18 +4,12 @@ are data attributes, answered before load by the engine class constructed here, 
 
 from __future__ import annotations
 
-import dataclasses
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
-import numpy as np
-
-from talkies.workers.engine import ProcessEngine, _forward_cancel
-from talkies.workers.ipc import INLINE_ARRAY_BYTES
+from talkies.workers.engine import ProcessEngine
 
 if TYPE_CHECKING:
     from talkies.engines.diarization.protocol import DiarizationRequest, DiarizationResult
-
-_NO_AUDIO = np.zeros(0, dtype=np.float32)
 
 
 class ProcessDiarizer(ProcessEngine):
@@ -29,21 +23,4 @@ class ProcessDiarizer(ProcessEngine):
         return bool(self._attribute("embeds_speakers"))
 
     def diarize(self, request: DiarizationRequest) -> DiarizationResult:
-        worker = self._running()
-        audio = np.ascontiguousarray(request.audio)
-        shared = worker.blocks.put(audio) if audio.nbytes > INLINE_ARRAY_BYTES else None
-        retained = True
-        try:
-            payload = (dataclasses.replace(request, audio=_NO_AUDIO), shared[0] if shared else audio)
-            rid, inbox = worker.open("diarize", payload, self.context.slug)
-            stop_forwarding = _forward_cancel(worker, rid)
-            try:
-                result: DiarizationResult
-                result, retained = worker.next_reply(inbox, self.call_timeout, self.context.slug)
-                return result
-            finally:
-                stop_forwarding()
-                worker.close_request(rid)
-        finally:
-            if shared is not None:
-                worker.blocks.give_back(*shared, retained=retained)
+        return cast("DiarizationResult", self._call_with_audio("diarize", request))

@@ -282,6 +282,27 @@ class ProcessEngine:
             raise worker.crashed()
         return worker
 
+    def _call_with_audio(self, op: str, request: Any) -> Any:
+        """One call whose request carries `audio` (transcribe, diarize): the audio inline, or through a
+        shared block when large; a cancelled call is forwarded to the worker; the reply is the result."""
+        worker = self._running()
+        audio = np.ascontiguousarray(request.audio)
+        shared = worker.blocks.put(audio) if audio.nbytes > INLINE_ARRAY_BYTES else None
+        retained = True  # unless the worker says the engine let go of the audio, its block is retired
+        try:
+            payload = (dataclasses.replace(request, audio=_NO_AUDIO), shared[0] if shared else audio)
+            rid, inbox = worker.open(op, payload, self.context.slug)
+            stop_forwarding = _forward_cancel(worker, rid)
+            try:
+                result, retained = worker.next_reply(inbox, self.call_timeout, self.context.slug)
+                return result
+            finally:
+                stop_forwarding()
+                worker.close_request(rid)
+        finally:
+            if shared is not None:
+                worker.blocks.give_back(*shared, retained=retained)
+
     def _local_engine(self) -> Any:
         if self._local is None:
             self._local = host_worker.resolve_target(self.target)(self.spec, self.context)
@@ -313,24 +334,7 @@ class ProcessTranscriber(ProcessEngine):
         return bool(self._attribute("batches_regions"))
 
     def transcribe(self, request: TranscriptionRequest) -> TranscriptionResult:
-        worker = self._running()
-        audio = np.ascontiguousarray(request.audio)
-        shared = worker.blocks.put(audio) if audio.nbytes > INLINE_ARRAY_BYTES else None
-        retained = True  # unless the worker says the engine let go of the audio, its block is retired
-        try:
-            payload = (dataclasses.replace(request, audio=_NO_AUDIO), shared[0] if shared else audio)
-            rid, inbox = worker.open("transcribe", payload, self.context.slug)
-            stop_forwarding = _forward_cancel(worker, rid)
-            try:
-                result: TranscriptionResult
-                result, retained = worker.next_reply(inbox, self.call_timeout, self.context.slug)
-                return result
-            finally:
-                stop_forwarding()
-                worker.close_request(rid)
-        finally:
-            if shared is not None:
-                worker.blocks.give_back(*shared, retained=retained)
+        return cast("TranscriptionResult", self._call_with_audio("transcribe", request))
 
     @property
     def request_options(self) -> frozenset[str]:
