@@ -49,7 +49,6 @@ from talkies.settings import Settings
 
 log = logging.getLogger("talkies.ray")
 EngineFactory = Callable[[ModelSpec, EngineContext], Engine]
-_DONE = object()
 NO_AUDIO = np.zeros(0, dtype=np.float32)
 
 
@@ -167,16 +166,9 @@ class ModelServer:
     async def synthesize(self, request: SpeechRequest) -> AsyncGenerator[AudioChunk, None]:
         slug = await self._slug()
         async with self.pool.acquire(slug) as engine:
-            steps = BlockingSteps()
             chunks: Iterator[AudioChunk] = iter(cast(Synthesizer, engine).synthesize(request))
-            try:
-                while True:
-                    chunk = await steps.run(next, chunks, _DONE)
-                    if chunk is _DONE:
-                        return
-                    yield chunk
-            finally:
-                await steps.close(getattr(chunks, "close", None))
+            async for chunk in BlockingSteps().iterate(chunks):
+                yield chunk
 
     async def load(self) -> None:
         """`POST /api/ps/{id}` on Ray: load the model this call is routed for."""
