@@ -23,8 +23,17 @@ async def cancel_on_disconnect(request: Request, work: Awaitable[T]) -> T:
 
     Call only once the request body has been consumed: from then on the ASGI receive channel carries
     nothing but the disconnect, so a queued request leaves the model's queue as soon as its client does.
+    The work is cancelled through an anyio cancel scope, not `Task.cancel()`: its shielded clean-up (a
+    partial download removed, a model's pin released) then finishes before the request ends.
     """
-    task = asyncio.ensure_future(work)
+    scope = anyio.CancelScope()
+
+    async def run() -> T:
+        with scope:
+            return await work
+        raise ClientDisconnectedError("client disconnected; the request was cancelled")
+
+    task = asyncio.ensure_future(run())
 
     async def watch() -> None:
         while True:
@@ -37,7 +46,7 @@ async def cancel_on_disconnect(request: Request, work: Awaitable[T]) -> T:
         done, _ = await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
         if task in done:
             return task.result()
-        task.cancel()
+        scope.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await task
         raise ClientDisconnectedError("client disconnected; the request was cancelled")

@@ -155,8 +155,13 @@ class SpeechService:
         spec = self.pool.spec(slug, kind="tts")
         refuse_external(spec)
         if spec.kind != "tts":
+            what, use = (
+                ("speech-to-text", "use POST /v1/audio/transcriptions with it")
+                if spec.kind == "asr"
+                else ("diarization", "TALKIES_DIARIZATION_MODEL runs it")
+            )
             raise WrongModalityError(
-                f"model {spec.slug!r} is a speech-to-text model; use POST /v1/audio/transcriptions with it, "
+                f"model {spec.slug!r} is a {what} model, not text-to-speech; {use}, "
                 "or pick a text-to-speech model",
                 param="model",
             )

@@ -142,7 +142,7 @@ class TranscriptionService:
                 else ("diarization", "TALKIES_DIARIZATION_MODEL runs it")
             )
             raise WrongModalityError(
-                f"model {spec.slug!r} is a {what} model; {use}, "
+                f"model {spec.slug!r} is a {what} model, not speech-to-text; {use}, "
                 f"or pick a speech-to-text model for transcription",
                 param="model",
             )
