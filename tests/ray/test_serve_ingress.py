@@ -117,9 +117,7 @@ def payload(result: Any) -> Any:
     return json.loads(result.content[0].text)
 
 
-async def test_mcp_transcribe_and_speak_run_on_the_model_servers(
-    url: str, two: tuple[Conversation, Path], tmp_path: Path
-) -> None:
+async def test_mcp_transcribe_and_speak_run_on_the_model_servers(url: str, tmp_path: Path) -> None:
     clip = write_wav(tmp_path / "a.wav", speak(SENTENCE_A))
     async with mcp_session(url) as session:
         content = base64.b64encode(clip.read_bytes()).decode()
@@ -134,17 +132,10 @@ async def test_mcp_transcribe_and_speak_run_on_the_model_servers(
         assert spoken["duration"] > 1.0
         staged = payload(await session.call_tool("get_file", {"path": "out/a.wav"}))
         assert base64.b64decode(staged["content_base64"])[:4] == b"RIFF"
-        talk, path = two
-        content = base64.b64encode(path.read_bytes()).decode()
-        payload(await session.call_tool("put_file", {"path": "in/two.wav", "content_base64": content}))
-        result = await session.call_tool(
-            "transcribe",
-            {"file_path": "in/two.wav", "model": ASR, "response_format": "diarized_json", "num_speakers": 2},
-        )
-        body = TranscriptionDiarized.model_validate(payload(result))
-    assert_turns(body.segments, talk, ["A", "B", "A", "B"])
+        models = payload(await session.call_tool("list_models", {}))["models"]
+        assert {m["slug"]: m["loaded"] for m in models if m["slug"] in (ASR, TTS)} == {ASR: True, TTS: True}
     # The engines ran on a model-server replica, not in the ingress.
-    for model in (ASR, TTS, DIARIZER):
+    for model in (ASR, TTS):
         assert await asyncio.to_thread(held_on_model_servers, model)
 
 
