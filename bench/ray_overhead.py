@@ -15,7 +15,8 @@ Request kinds:
 - `transcribe`: a 1 s espeak-ng clip with pocketsphinx, `json` (on Ray: the decoded audio through the object
   store, the result through a handle);
 - `handle speech` (Ray only, no HTTP): the model-server deployment's `synthesize` called through a
-  `DeploymentHandle` from this process, which splits the speech overhead into its hops.
+  `DeploymentHandle` from this process, and `handle round trip`: its `state` (no engine, a small dict
+  back), which split the speech overhead into its hops.
 
     PYTHONPATH=src python bench/ray_overhead.py [--rounds 200] [--ray-cpus 2] [--seed 1]
 """
@@ -64,18 +65,22 @@ def _requests(client: httpx.Client, clip: bytes) -> dict[str, Callable[[], objec
     return {"healthz": healthz, "speech": speech, "transcribe": transcribe}
 
 
-def _handle_speech() -> Callable[[], object]:
+def _handle_calls() -> dict[str, Callable[[], object]]:
     from ray import serve
     from talkies.engines.base import SpeechRequest
     from talkies.ray.app import APP_NAME
 
     handle = serve.get_deployment_handle("talkies-models-cpu", app_name=APP_NAME)
     streaming = handle.options(multiplexed_model_id="espeak-ng", stream=True)
+    plain = handle.options(multiplexed_model_id="espeak-ng")
 
-    def call() -> None:
+    def speech() -> None:
         list(streaming.synthesize.remote(SpeechRequest(text="Hi.", voice="en-us")))
 
-    return call
+    def round_trip() -> None:
+        plain.state.remote().result()
+
+    return {"handle speech": speech, "handle round trip": round_trip}
 
 
 def _summary(times: dict[str, dict[str, list[float]]]) -> None:
@@ -102,7 +107,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args()
     rng = random.Random(args.seed)
-    kinds = ("healthz", "speech", "transcribe", "handle speech")
+    kinds = ("healthz", "speech", "transcribe", "handle speech", "handle round trip")
     times: dict[str, dict[str, list[float]]] = {k: {"single": [], "ray": []} for k in kinds}
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="talkies-ray-overhead-") as name:
@@ -117,7 +122,7 @@ def main() -> None:
         ):
             _wait_ready(ray_url)
             sides = {"single": _requests(single, clip), "ray": _requests(ray, clip)}
-            handle_speech = _handle_speech()
+            handle_calls = _handle_calls()
             for index in range(args.warm_up + args.rounds):
                 timed = index >= args.warm_up
                 for kind in ("healthz", "speech", "transcribe"):
@@ -127,9 +132,10 @@ def main() -> None:
                         elapsed = _timed(sides[side][kind])
                         if timed:
                             times[kind][side].append(elapsed)
-                elapsed = _timed(handle_speech)
-                if timed:
-                    times["handle speech"]["ray"].append(elapsed)
+                for kind, call in handle_calls.items():
+                    elapsed = _timed(call)
+                    if timed:
+                        times[kind]["ray"].append(elapsed)
     load_after = os.getloadavg()
     print(f"\n{args.rounds} interleaved rounds (after {args.warm_up} untimed), seed {args.seed}")
     print(f"load average before: {load_before[0]:.2f} {load_before[1]:.2f} {load_before[2]:.2f}")
