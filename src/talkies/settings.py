@@ -306,7 +306,8 @@ class Settings(BaseSettings):
     ray_replica_gpus: float = Field(1.0, gt=0, le=64)
     """GPUs Ray reserves for each replica of the GPU model-server deployment (fractions share a GPU)."""
     ray_ingress_replicas: int = Field(1, ge=1, le=100)
-    """Replicas of the ingress deployment (the HTTP app; it holds no model)."""
+    """Replicas of the ingress deployment (the HTTP app; it holds no model). Must be 1 with
+    TALKIES_WYOMING_URI or `process` models, which run inside the ingress replica."""
 
     @property
     def auth_tokens(self) -> tuple[str, ...]:

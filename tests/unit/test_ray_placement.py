@@ -11,7 +11,16 @@ from typing import Any
 
 import pytest
 
-from talkies.ray.placement import actor_options, autoscaling, max_models, resource_class, resource_classes
+from talkies.errors import ConfigError
+from talkies.ray.placement import (
+    HEAD_NODE,
+    actor_options,
+    autoscaling,
+    ingress_actor_options,
+    max_models,
+    resource_class,
+    resource_classes,
+)
 from talkies.registry import load_registry
 from talkies.registry.schema import EXECUTORS
 from talkies.settings import load_settings
@@ -108,3 +117,22 @@ print(",".join(sorted(m for m in sys.modules if m == "ray" or m.startswith(("ray
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == ""
+
+
+def test_wyoming_and_process_models_need_one_ingress_replica_on_the_head_node(tmp_path: Path) -> None:
+    built_in = _registry(tmp_path, {"sphinx": MODELS["sphinx"]})
+    with_external = _registry(tmp_path, {"sphinx": MODELS["sphinx"], "external": MODELS["external"]})
+    plain = load_settings(ray_ingress_replicas=3)
+    assert ingress_actor_options(plain, built_in) == {"num_cpus": 0}  # anywhere, any number
+    pinned = {"num_cpus": 0, "resources": {HEAD_NODE: 0.001}}
+    wyoming = load_settings(wyoming_uri="tcp://0.0.0.0:10300")
+    assert ingress_actor_options(wyoming, built_in) == pinned
+    assert ingress_actor_options(load_settings(), with_external) == pinned
+    with pytest.raises(
+        ConfigError, match=r"TALKIES_RAY_INGRESS_REPLICAS=2: the Wyoming server .*exactly one"
+    ):
+        ingress_actor_options(
+            load_settings(wyoming_uri="tcp://0.0.0.0:10300", ray_ingress_replicas=2), built_in
+        )
+    with pytest.raises(ConfigError, match=r"process models \(external\)"):
+        ingress_actor_options(plain, with_external)

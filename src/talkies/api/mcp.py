@@ -85,6 +85,8 @@ class _Tools:
     async def list_models(self) -> dict[str, Any]:
         """Every configured model, ASR and TTS, with its modality and whether it is loaded now."""
         models = []
+        remote = self.app.state.remote  # on Ray Serve the models are resident on the model servers
+        resident = {row["model"] for row in await remote.ps()} if remote is not None else set()
         for spec in self.registry.models.values():
             reason = self.pool.unavailable_reason(spec.slug)
             models.append(
@@ -98,7 +100,7 @@ class _Tools:
                     "default_voice": spec.default_voice,
                     "languages": list(spec.languages),
                     "default": self.registry.default_slug(spec.kind) == spec.slug,
-                    "loaded": self.pool.is_loaded(spec.slug),
+                    "loaded": self.pool.is_loaded(spec.slug) or spec.slug in resident,
                     "available": reason is None,
                     "unavailable_reason": reason,
                 }

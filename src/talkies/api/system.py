@@ -107,6 +107,13 @@ async def metrics(request: Request) -> Response:
     collected = request.app.state.metrics
     if collected is None:
         raise ServiceUnavailableError("GET /metrics needs prometheus-client: pip install prometheus-client")
+    remote: RemoteModels | None = request.app.state.remote
+    if remote is not None:  # on Ray Serve: the model-server replicas' pool metrics too, labelled by replica
+        from talkies.metrics_remote import render_merged
+
+        families = await remote.metric_families()
+        text = render_merged(collected.registry, remote.metric_labels, families)
+        return Response(text, media_type=collected.content_type)
     return Response(collected.render(), media_type=collected.content_type)
 
 

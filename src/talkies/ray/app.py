@@ -21,7 +21,13 @@ from talkies.device import resolve_device
 from talkies.errors import ConfigError
 from talkies.ray.ingress import Ingress
 from talkies.ray.model_server import EngineFactory, ModelServer
-from talkies.ray.placement import actor_options, autoscaling, max_models, resource_classes
+from talkies.ray.placement import (
+    actor_options,
+    autoscaling,
+    ingress_actor_options,
+    max_models,
+    resource_classes,
+)
 from talkies.registry import default_models_file
 from talkies.settings import Settings
 
@@ -71,7 +77,7 @@ def build_app(settings: Settings, *, engine_factory: EngineFactory | None = None
     ingress = cast(Deployment, serve.deployment(Ingress)).options(
         name="talkies-ingress",
         num_replicas=settings.ray_ingress_replicas,
-        ray_actor_options={"num_cpus": 0},
+        ray_actor_options=ingress_actor_options(settings, registry),
         max_ongoing_requests=INGRESS_MAX_ONGOING,
     )
     return ingress.bind(settings, device, servers)

@@ -17,7 +17,9 @@ from talkies.settings import Settings
 class Ingress:
     def __init__(self, settings: Settings, device: str, servers: dict[str, DeploymentHandle[Any]]) -> None:
         self.settings = settings
-        self.models = RayModels(settings, device, servers)
+        context = serve.get_replica_context()
+        labels = {"deployment": context.deployment, "replica": context.replica_id.unique_id}
+        self.models = RayModels(settings, device, servers, labels)
 
     def __serve_build_asgi_app__(self) -> Any:
         return create_app(self.settings, remote=self.models)

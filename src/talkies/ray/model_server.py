@@ -8,8 +8,10 @@ into the pool, and when it evicts its least recently used model (`_Resident.__de
 it once the requests using it have finished.
 
 Calls arrive through a `DeploymentHandle` with `multiplexed_model_id=<slug>`: `transcribe` answers a
-`TranscriptionResult`; `transcribe_stream` and `synthesize` are streaming methods (segments then a
-`StreamEnd`; `AudioChunk`s). A transcription's audio comes through Ray's object store (`AudioCall`).
+`TranscriptionResult` and `diarize` a `DiarizationResult`; `transcribe_stream` and `synthesize` are
+streaming methods (segments then a `StreamEnd`; `AudioChunk`s). A transcription's and a diarization's
+audio come through Ray's object store (`AudioCall`, `DiarizationCall`). `metric_families` answers the
+pool's metrics for the ingress's GET /metrics.
 Engine calls run in worker threads, one step at a time (`BlockingSteps`), as on the single-process
 server; a stream the caller drops is closed after the step in flight.
 """
@@ -41,7 +43,10 @@ from talkies.engines.base import (
     TranscriptionRequest,
     TranscriptionResult,
 )
+from talkies.engines.diarization.protocol import DiarizationRequest, DiarizationResult, Diarizer
 from talkies.errors import ModelNotLoadedError
+from talkies.metrics import Metrics
+from talkies.metrics_remote import Family, pool_families
 from talkies.pool import ModelPool
 from talkies.registry import ModelSpec
 from talkies.services.blocking import BlockingSteps
@@ -63,6 +68,21 @@ class AudioCall:
     async def resolve(self) -> TranscriptionRequest:
         audio = await self.audio
         return replace(self.request, audio=audio)
+
+
+@dataclass(frozen=True, slots=True)
+class DiarizationCall:
+    """A diarization request whose whole-file audio and known-speaker samples travel through Ray's object
+    store, as `AudioCall`'s audio does."""
+
+    request: DiarizationRequest  # its `audio` is empty and its `references` ()
+    audio: ray.ObjectRef[Any]
+    references: tuple[ray.ObjectRef[Any], ...]
+
+    async def resolve(self) -> DiarizationRequest:
+        audio = await self.audio
+        references = tuple([await reference for reference in self.references])
+        return replace(self.request, audio=audio, references=references)
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +143,8 @@ class ModelServer:
             return make(spec, context)
 
         self.pool = ModelPool(registry, settings, device=device, engine_factory=counting)
+        self.metrics = Metrics(self.pool)  # the pool's events; merged into the ingress's GET /metrics
+        self.pool.events = self.metrics
         context = serve.get_replica_context()
         self.replica = context.replica_id.unique_id
         self.actor = context.replica_id.to_full_id_str()  # the replica's actor name (namespace "serve")
@@ -170,6 +192,12 @@ class ModelServer:
             async for chunk in BlockingSteps().iterate(chunks):
                 yield chunk
 
+    async def diarize(self, call: DiarizationCall) -> DiarizationResult:
+        slug = await self._slug()
+        request = await call.resolve()
+        async with self.pool.acquire(slug) as engine:
+            return await BlockingSteps().run(cast(Diarizer, engine).diarize, request)
+
     async def load(self) -> None:
         """`POST /api/ps/{id}` on Ray: load the model this call is routed for."""
         await self._slug()
@@ -198,6 +226,11 @@ class ModelServer:
             "models": rows,
             "loads": dict(self.loads),
         }
+
+    def metric_families(self) -> list[Family]:
+        """This replica's pool metrics, labelled with its deployment and replica (broadcast by the ingress
+        for GET /metrics)."""
+        return pool_families(self.metrics.registry, {"deployment": self.deployment, "replica": self.replica})
 
     async def __del__(self) -> None:
         await self.pool.close()

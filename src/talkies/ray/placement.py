@@ -10,11 +10,13 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
+from talkies.errors import ConfigError
 from talkies.registry import ModelSpec, Registry
 from talkies.registry.schema import EXECUTORS
 from talkies.settings import Settings
 
 ResourceClass = Literal["cpu", "gpu"]
+HEAD_NODE = "node:__internal_head__"  # the resource only Ray's head node has (Ray's own libraries pin to it)
 
 
 def resource_class(spec: ModelSpec, device: str) -> ResourceClass:
@@ -32,6 +34,34 @@ def resource_classes(registry: Registry, device: str) -> dict[ResourceClass, lis
         if spec.executor != "process":
             classes.setdefault(resource_class(spec, device), []).append(spec.slug)
     return classes
+
+
+def ingress_local(settings: Settings, registry: Registry) -> list[str]:
+    """What runs inside the ingress replica itself rather than on model servers: the Wyoming listener
+    (TALKIES_WYOMING_URI) and `process` models (external servers the ingress starts and proxies to)."""
+    found = []
+    if settings.wyoming_uri:
+        found.append(f"the Wyoming server (TALKIES_WYOMING_URI={settings.wyoming_uri})")
+    external = [slug for slug, spec in registry.models.items() if spec.executor == "process"]
+    if external:
+        found.append(f"process models ({', '.join(external)})")
+    return found
+
+
+def ingress_actor_options(settings: Settings, registry: Registry) -> dict[str, Any]:
+    """`ray_actor_options` of the ingress. With ingress-local work there must be exactly one ingress
+    replica (two would both bind the Wyoming address and each start its own external servers), and it is
+    pinned to the head node, where Serve's HTTP proxy is, so its addresses are the head node's."""
+    local = ingress_local(settings, registry)
+    if not local:
+        return {"num_cpus": 0}
+    if settings.ray_ingress_replicas != 1:
+        raise ConfigError(
+            f"TALKIES_RAY_INGRESS_REPLICAS={settings.ray_ingress_replicas}: {' and '.join(local)} run inside "
+            "the ingress replica on Ray, so there must be exactly one; set TALKIES_RAY_INGRESS_REPLICAS=1, "
+            "or serve them from a single-process talkies (docs/scale-out.md)"
+        )
+    return {"num_cpus": 0, "resources": {HEAD_NODE: 0.001}}
 
 
 def actor_options(resource: ResourceClass, settings: Settings) -> dict[str, Any]:

@@ -3,10 +3,10 @@
 `acquire(slug)` yields a proxy engine instead of a loaded one; its methods are called by the services in
 worker threads, exactly as a local engine's are, and each becomes a call through the model-server
 deployment's `DeploymentHandle` with `multiplexed_model_id=slug` (so Ray routes it to a replica that
-holds the model): `transcribe` waits for its result, `transcribe_stream` and `synthesize` iterate a
-streaming response. A client that goes away cancels the Ray call at the next step. Data attributes the
-services read without a call (`batches_regions`, `can_translate`, ...) come from a local instance of the
-engine class, constructed and never loaded.
+holds the model): `transcribe` and `diarize` wait for their result, `transcribe_stream` and
+`synthesize` iterate a streaming response. A client that goes away cancels the Ray call at the next
+step. Data attributes the services read without a call (`batches_regions`, `can_translate`, ...) come
+from a local instance of the engine class, constructed and never loaded.
 
 Errors: a domain error the model server raised is raised again as itself (same status as on the
 single-process server); a replica that died under the call is a `WorkerCrashedError` (500, retry).
@@ -37,6 +37,7 @@ from talkies.engines.base import (
     TranscriptionResult,
     checkpoint,
 )
+from talkies.engines.diarization.protocol import DiarizationRequest, DiarizationResult
 from talkies.errors import (
     EngineError,
     EngineUnavailableError,
@@ -44,7 +45,8 @@ from talkies.errors import (
     TalkiesError,
     WorkerCrashedError,
 )
-from talkies.ray.model_server import NO_AUDIO, AudioCall, StreamEnd
+from talkies.metrics_remote import Family
+from talkies.ray.model_server import NO_AUDIO, AudioCall, DiarizationCall, StreamEnd
 from talkies.ray.placement import resource_class
 from talkies.registry import ModelSpec
 from talkies.settings import Settings
@@ -142,6 +144,17 @@ class RemoteSynthesizer(RemoteEngine):
         yield from _items(responses, self._slug)
 
 
+class RemoteDiarizer(RemoteEngine):
+    def diarize(self, request: DiarizationRequest) -> DiarizationResult:
+        call = DiarizationCall(
+            request=replace(request, audio=NO_AUDIO, references=()),
+            audio=ray.put(request.audio),
+            references=tuple(ray.put(reference) for reference in request.references),
+        )
+        response = cast(DeploymentResponse[DiarizationResult], self._call.diarize.remote(call))
+        return _wait(response, self._slug)
+
+
 def _audio_call(request: TranscriptionRequest) -> AudioCall:
     """The audio goes into Ray's object store (read by the replica from there), the rest by value."""
     return AudioCall(request=replace(request, audio=NO_AUDIO), audio=ray.put(request.audio))
@@ -150,8 +163,15 @@ def _audio_call(request: TranscriptionRequest) -> AudioCall:
 class RayModels:
     """`RemoteModels` on Ray Serve: built in the ingress replica with a handle per resource class."""
 
-    def __init__(self, settings: Settings, device: str, servers: dict[str, DeploymentHandle[Any]]) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        device: str,
+        servers: dict[str, DeploymentHandle[Any]],
+        labels: dict[str, str] | None = None,
+    ) -> None:
         self.settings = settings
+        self.metric_labels = labels or {}  # the ingress replica's, on its own pool's metrics
         self.device = device
         self.registry = build_registry(settings, device)
         self.servers = servers
@@ -174,6 +194,8 @@ class RayModels:
         kind: type[RemoteEngine]
         if spec.kind == "tts":
             kind = RemoteSynthesizer
+        elif spec.kind == "diarization":
+            kind = RemoteDiarizer
         elif callable(getattr(local, "transcribe_stream", None)):
             kind = RemoteSegmentStreamer
         else:
@@ -201,6 +223,13 @@ class RayModels:
             response = handle.broadcast(method)
             answers += await response.results_async(timeout_s=STATE_TIMEOUT, return_exceptions=True)
         return answers
+
+    async def metric_families(self) -> list[Family]:
+        families: list[Family] = []
+        for answer in await self._broadcast("metric_families"):
+            if isinstance(answer, list):  # a replica that failed to answer is left out of this scrape
+                families += answer
+        return families
 
     async def ps(self) -> list[dict[str, Any]]:
         rows: list[dict[str, Any]] = []

@@ -32,6 +32,7 @@ from talkies.errors import ConfigError, DiarizationError, InvalidAudioError
 from talkies.pool import ModelPool
 from talkies.registry import ModelSpec, Registry
 from talkies.services.blocking import BlockingSteps
+from talkies.services.provider import EngineProvider
 from talkies.settings import Settings
 
 MAX_REFERENCES = 4
@@ -83,8 +84,15 @@ def diarizer_slug(registry: Registry, settings: Settings) -> str | None:
 
 
 class SpeakerDiarization:
-    def __init__(self, pool: ModelPool, registry: Registry, settings: Settings) -> None:
+    def __init__(
+        self,
+        pool: ModelPool,
+        registry: Registry,
+        settings: Settings,
+        engines: EngineProvider | None = None,
+    ) -> None:
         self.pool = pool
+        self.engines: EngineProvider = engines or pool  # where the diarizer runs (the pool, or Ray Serve)
         self.settings = settings
         self.slug = diarizer_slug(registry, settings)
 
@@ -256,7 +264,7 @@ class SpeakerDiarization:
             max_speakers=speakers.max_speakers,
             references=references,
         )
-        async with self.pool.acquire(self.slug) as engine:
+        async with self.engines.acquire(self.slug) as engine:
             return await BlockingSteps().run(cast(Diarizer, engine).diarize, request)
 
     def names(self, result: DiarizationResult, names: tuple[str, ...]) -> dict[int, str]:

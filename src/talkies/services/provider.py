@@ -8,9 +8,12 @@ through a Ray handle. Nothing here imports Ray; the services depend on these Pro
 from __future__ import annotations
 
 from contextlib import AbstractAsyncContextManager
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from talkies.engines.base import Engine
+
+if TYPE_CHECKING:
+    from talkies.metrics_remote import Family
 
 
 class EngineProvider(Protocol):
@@ -29,6 +32,13 @@ class RemoteModels(EngineProvider, Protocol):
 
     async def ps(self) -> list[dict[str, Any]]:
         """One row per model resident on a model-server replica, naming the replica and its node."""
+
+    metric_labels: dict[str, str]
+    """Labels of the ingress's own pool samples in GET /metrics (its deployment and replica)."""
+
+    async def metric_families(self) -> list[Family]:
+        """Every model-server replica's pool metrics, each sample labelled with its deployment and replica,
+        merged into GET /metrics (talkies.metrics_remote)."""
 
     async def preload(self, slugs: tuple[str, ...]) -> None:
         """Load each of `slugs` on a replica now (routed as its requests will be), as `ModelPool.preload`

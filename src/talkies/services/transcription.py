@@ -129,7 +129,7 @@ class TranscriptionService:
         self.registry = registry
         self.settings = settings
         self.vad_options = VadOptions.from_settings(settings)
-        self.diarization = SpeakerDiarization(pool, registry, settings)
+        self.diarization = SpeakerDiarization(pool, registry, settings, self.engines)
 
     def validate(self, options: TranscriptionOptions) -> _Plan:
         """Everything that can be refused without reading the audio."""
