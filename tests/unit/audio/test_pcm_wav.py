@@ -31,7 +31,8 @@ def mono16k(tmp_path: Path) -> Path:
 
 def test_samples_are_bit_identical_to_pyav(mono16k: Path) -> None:
     fast = read_pcm16_mono(mono16k, sample_rate=RATE)
-    assert fast is not None and fast.dtype == np.float32
+    assert fast is not None
+    assert fast.dtype == np.float32
     assert np.array_equal(fast, pyav(mono16k))
 
 
