@@ -71,7 +71,12 @@ def timed(fn: Callable[[], object]) -> float:
 
 @contextmanager
 def talkies_server(
-    models: Path, threads: int, *, script: Path | None = None, isolation: str = "process"
+    models: Path,
+    threads: int,
+    *,
+    script: Path | None = None,
+    isolation: str = "process",
+    extra_env: dict[str, str] | None = None,
 ) -> Iterator[str]:
     """`talkies serve` (or `python script`, a launcher that ends in it) on the real models."""
     with tempfile.TemporaryDirectory() as tmp:
@@ -93,6 +98,7 @@ def talkies_server(
             TALKIES_LOG_LEVEL="warning", TALKIES_WHISPER_BATCH_SIZE=str(BATCH), HF_HUB_OFFLINE="1",
             PYTHONPATH=str(ROOT / "src"), TALKIES_ENGINE_ISOLATION=isolation,
         )  # fmt: skip
+        env.update(extra_env or {})
         argv = [sys.executable, *([str(script)] if script else ["-m", "talkies", "serve"])]
         with server_process(argv, port, env=env, timeout=300) as url:
             yield url
