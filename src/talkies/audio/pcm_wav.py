@@ -1,6 +1,6 @@
 """The one input that needs no decoder: a 16-bit PCM WAV, mono, already at the rate asked for.
 
-That is what recorders, the Wyoming bridge's clients and most scripts send (16 kHz mono s16), and opening
+That is what recorders and most scripts send (16 kHz mono s16), and opening
 it with PyAV costs more than reading it: `av.open` probes the container (measured 18-35 ms on a loaded
 2-core box for a 5 s clip, the whole decode 37-74 ms; reading the data chunk 0.3 ms; bench/real_overhead.py
 and BENCHMARKS.md, "Where talkies' time goes on a 5 s clip"). The samples are the data chunk's, scaled as
