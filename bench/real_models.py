@@ -70,7 +70,15 @@ def timed(fn: Callable[[], object]) -> float:
 
 
 @contextmanager
-def talkies_server(models: Path, threads: int) -> Iterator[str]:
+def talkies_server(
+    models: Path,
+    threads: int,
+    *,
+    script: Path | None = None,
+    isolation: str = "process",
+    extra_env: dict[str, str] | None = None,
+) -> Iterator[str]:
+    """`talkies serve` (or `python script`, a launcher that ends in it) on the real models."""
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "data"
         (data / "models").mkdir(parents=True)
@@ -88,9 +96,11 @@ def talkies_server(models: Path, threads: int) -> Iterator[str]:
             TALKIES_PORT=str(port), TALKIES_MODELS_FILE=str(Path(tmp) / "models.json"),
             TALKIES_DATA_DIR=str(data), TALKIES_CPU_THREADS=str(threads), TALKIES_DEVICE="cpu",
             TALKIES_LOG_LEVEL="warning", TALKIES_WHISPER_BATCH_SIZE=str(BATCH), HF_HUB_OFFLINE="1",
-            PYTHONPATH=str(ROOT / "src"),
+            PYTHONPATH=str(ROOT / "src"), TALKIES_ENGINE_ISOLATION=isolation,
         )  # fmt: skip
-        with server_process([sys.executable, "-m", "talkies", "serve"], port, env=env, timeout=300) as url:
+        env.update(extra_env or {})
+        argv = [sys.executable, *([str(script)] if script else ["-m", "talkies", "serve"])]
+        with server_process(argv, port, env=env, timeout=300) as url:
             yield url
 
 

@@ -20,13 +20,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
-from talkies.errors import AudioTooLongError, InvalidAudioError
+from talkies.audio.pcm_wav import read_pcm16_mono
+from talkies.audio.pcm_wav import too_long as _too_long
+from talkies.errors import InvalidAudioError
 
 if TYPE_CHECKING:
     from av.audio.stream import AudioStream
     from av.container import InputContainer
-
-MAX_SECONDS_VAR = "TALKIES_MAX_AUDIO_SECONDS"
 
 # Demuxers that read other files or URLs named inside the upload (playlists, concat lists, image
 # sequences): an uploaded .m3u8 must not make the server read /etc/passwd or fetch a URL.
@@ -63,7 +63,12 @@ def probe_audio(path: Path) -> AudioInfo:
 def decode_audio(
     path: Path, *, sample_rate: int = 16000, max_seconds: float | None = None
 ) -> npt.NDArray[np.float32]:
-    """Decode to float32 mono at `sample_rate`; multi-channel audio is downmixed by libswresample."""
+    """Decode to float32 mono at `sample_rate`; multi-channel audio is downmixed by libswresample.
+
+    A 16-bit PCM mono WAV already at `sample_rate` is read as it is (talkies.audio.pcm_wav), same samples."""
+    pcm = read_pcm16_mono(path, sample_rate=sample_rate, max_seconds=max_seconds)
+    if pcm is not None:
+        return pcm
     return _decode(path, sample_rate, max_seconds, split_channels=False)[0]
 
 
@@ -196,13 +201,6 @@ def _demuxed_duration(container: InputContainer, stream: AudioStream) -> float:
     except av.FFmpegError as exc:
         raise InvalidAudioError(f"could not decode audio: {_reason(exc)}", param="file") from None
     return float(ticks * stream.time_base) if stream.time_base is not None else 0.0
-
-
-def _too_long(seconds: float, max_seconds: float) -> AudioTooLongError:
-    return AudioTooLongError(
-        f"audio is longer than the limit: {seconds:.1f} s > {max_seconds:g} s (set by {MAX_SECONDS_VAR})",
-        param="file",
-    )
 
 
 def _reason(exc: Exception) -> str:
