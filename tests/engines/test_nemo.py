@@ -52,7 +52,7 @@ def test_parakeet_decodes_every_region_in_one_batched_call(
 ) -> None:
     install_nemo("tdt", tmp_path, "pk")
     spec = ModelSpec(slug="pk", executor="parakeet", repo="t/pk", languages=("en",))
-    engine = ParakeetEngine(spec, context(tmp_path, "pk", nemo_batch_size=3))
+    engine = ParakeetEngine(spec, context(tmp_path, "pk", nemo_batch_size=3, batching=False))
     engine.load()
     try:
         calls = spy_transcribe(engine, monkeypatch)
@@ -87,7 +87,7 @@ def test_canary_prompts_and_shared_weights(tmp_path: Path, monkeypatch: pytest.M
         default_task="s2t_translation",
         languages=("de",),
     )
-    first = CanaryEngine(base, context(tmp_path, "cn"))
+    first = CanaryEngine(base, context(tmp_path, "cn", batching=False))
     second = CanaryEngine(de2en, context(tmp_path, "cn-de2en"))
     first.load()
     second.load()

@@ -92,11 +92,13 @@ def test_regions_are_decoded_with_absolute_times(tdt: Path) -> None:
 
 
 def test_segments_stream_as_batches_close_them(tdt: Path) -> None:
-    """The first region is decoded alone, then batches of batch_size; a segment is yielded as soon as no
-    later word can join it (the next region starts a pause later), and the streamed segments are the
-    result's. Regions closer than a pause keep their last segment open until the next batch."""
+    """Batching off (the per-request path): the first region is decoded alone, then batches of batch_size;
+    a segment is yielded as soon as no later word can join it (the next region starts a pause later), and
+    the streamed segments are the result's. Regions closer than a pause keep their last segment open until
+    the next batch. (Cross-request batching: tests/engines/test_asr_batching.py.)"""
     spec = ModelSpec.model_validate({"slug": "p", "executor": "parakeet_cpp", "repo": "test/p"})
-    engine = ParakeetCppEngine(spec, EngineContext("p", tdt, "cpu", cpu_threads=1, options={"batch_size": 2}))
+    options: dict[str, object] = {"batch_size": 2, "batching": False}
+    engine = ParakeetCppEngine(spec, EngineContext("p", tdt, "cpu", cpu_threads=1, options=options))
     engine.load()
     model = engine.require_model()
     batches: list[int] = []

@@ -149,6 +149,8 @@ def test_prompt_and_temperature_reach_faster_whisper(
         return real(audio, **kwargs)
 
     monkeypatch.setattr(engine._model, "transcribe", spy)
+    # the sequential path: with cross-request batching a short file with one temperature is batched
+    monkeypatch.setattr(engine, "_batcher", None)
     audio = speech_clip(3.0)
     prompted = engine.transcribe(
         TranscriptionRequest(audio=audio, language="en", prompt="Glossary: talkies.", temperature=0.4)

@@ -8,9 +8,9 @@ batch, the timer is an hour), one error per request of a failed batch, a lone wi
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -20,10 +20,11 @@ from faster_whisper import BatchedInferencePipeline
 
 from talkies.engines import create_engine
 from talkies.engines.base import EngineContext, Region, TranscriptionRequest, TranscriptionResult
-from talkies.engines.whisper.engine import WhisperEngine
+from talkies.engines.whisper.engine import WhisperEngine, batchable_short_file
 from talkies.registry import ModelSpec
+from tests.engines.batching_helpers import concurrently
 from tests.fixtures.cache import install_snapshot
-from tests.fixtures.speech import long_speech
+from tests.fixtures.speech import long_speech, speech_clip
 from tests.fixtures.whisper import build_whisper
 
 pytestmark = pytest.mark.slow
@@ -64,21 +65,6 @@ def request(seconds: float, **options: Any) -> TranscriptionRequest:
     speech = long_speech(seconds)
     regions = tuple(Region(start, end) for start, end in speech.spans)
     return TranscriptionRequest(audio=speech.audio, regions=regions, **options)
-
-
-def concurrently(engine: WhisperEngine, requests: list[TranscriptionRequest]) -> list[Any]:
-    """Each request in its own thread, all started together; each one's result or exception."""
-    barrier = threading.Barrier(len(requests))
-
-    def one(req: TranscriptionRequest) -> Any:
-        barrier.wait(60)
-        try:
-            return engine.transcribe(req)
-        except Exception as exc:  # the test inspects it
-            return exc
-
-    with ThreadPoolExecutor(len(requests)) as threads:
-        return list(threads.map(one, requests))
 
 
 @pytest.fixture
@@ -311,3 +297,61 @@ def test_a_request_cancelled_while_its_windows_wait_leaves_the_others_intact(
     assert isinstance(outcome["b"], TranscriptionResult)
     assert shape(outcome["b"]) == shape(wanted)
     assert shape(outcome["first"]) == shape(wanted)
+
+
+def short_file(seconds: float, **options: Any) -> TranscriptionRequest:
+    """A file under TALKIES_VAD_CHUNK_THRESHOLD: the server sends it without regions."""
+    return TranscriptionRequest(audio=speech_clip(seconds), **options)
+
+
+def test_short_files_with_one_temperature_are_batched_like_one_clip(
+    make: Callable[..., WhisperEngine], forward_passes: list[int]
+) -> None:
+    """Short files that ask for one temperature join the batches as one whole-file clip each: the same
+    segments as the per-request decode of that clip, in fewer calls than requests."""
+    requests = [
+        short_file(8.0, language="en", temperature=0.0, word_timestamps=True),
+        short_file(12.0, language="en", temperature=0.0, word_timestamps=True),
+        short_file(5.0, language="en", temperature=0.0, word_timestamps=True),
+        short_file(20.0, language="en", temperature=0.0, word_timestamps=True),
+        short_file(6.0, language="en", temperature=0.0, prompt="Hello there."),
+        short_file(9.0, language="de", temperature=0.0),
+    ]
+    assert all(batchable_short_file(r, len(r.audio) / 16_000) for r in requests)
+    off = make(batching=False)
+    expected = [
+        off.transcribe(dataclasses.replace(r, regions=(Region(0.0, len(r.audio) / 16_000),)))
+        for r in requests
+    ]
+    forward_passes.clear()
+    on = make(batching=True, max_batch_size=4)  # the timer is an hour: only full batches close
+    got = concurrently(on, requests[:4])  # four with equal options: exactly one full call
+    assert forward_passes == [4], "four short files, one call"
+    for want, have in zip(expected[:4], got, strict=True):
+        assert isinstance(have, TranscriptionResult), have
+        assert have.text == want.text
+        assert shape(have) == shape(want), "same segments, timestamps and words"
+    on_timer = make(batching=True, max_batch_size=4, max_wait_s=0.2)
+    forward_passes.clear()
+    mixed = concurrently(on_timer, requests)
+    for want, have in zip(expected, mixed, strict=True):
+        assert isinstance(have, TranscriptionResult), have
+        assert shape(have) == shape(want)
+    assert sum(forward_passes) == len(requests)
+    assert all(size <= 4 for size in forward_passes)
+
+
+def test_short_files_that_need_the_temperature_fallback_stay_sequential(
+    make: Callable[..., WhisperEngine], forward_passes: list[int]
+) -> None:
+    """No temperature: Whisper's fallback list, which only the sequential path runs; and a file longer
+    than one window without regions. Neither reaches the batcher."""
+    engine = make(batching=True, max_batch_size=2, max_wait_s=0.005)
+    fallback = short_file(8.0, language="en")
+    assert not batchable_short_file(fallback, 8.0)
+    assert engine.transcribe(fallback).segments
+    long_unsplit = short_file(40.0, language="en", temperature=0.0)
+    assert not batchable_short_file(long_unsplit, 40.0)
+    assert engine.transcribe(long_unsplit).segments
+    assert forward_passes == []
+    assert engine.batch_stats.snapshot() == ({}, 0.0, 0)

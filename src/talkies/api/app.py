@@ -57,6 +57,7 @@ def build_registry(settings: Settings, device: str) -> Registry:
         default_asr=settings.default_asr_model or None,
         default_tts=settings.default_tts_model or None,
         installed=functools.partial(model_installed, device=device, models_dir=settings.models_dir),
+        batching=settings.batching,
     )
     unknown = [slug for slug in settings.preload if slug not in registry.models]
     if unknown:

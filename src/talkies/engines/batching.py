@@ -19,7 +19,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Hashable, Iterator, Sequence
+from collections.abc import Callable, Generator, Hashable, Sequence
 from concurrent.futures import CancelledError, Future
 from dataclasses import dataclass, field
 from typing import Generic, Literal, TypeVar, cast
@@ -81,7 +81,7 @@ class Ticket(Generic[R]):
     futures: list[Future[R]]
     _cancel: Callable[[Ticket[R]], None] = field(repr=False)
 
-    def results(self) -> Iterator[R]:
+    def results(self) -> Generator[R, None, None]:
         """Each unit's result in order, as its batch finishes. Between polls it checks whether the request
         was abandoned, so it stops waiting (and cancels its pending units). Waiting is not progress: a batch
         that hangs still trips the worker's TALKIES_ENGINE_TIMEOUT for the requests in it."""

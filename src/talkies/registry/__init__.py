@@ -39,6 +39,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from talkies.errors import ConfigError
+from talkies.registry.batching import batching_concurrency
 from talkies.registry.llamaswap import is_llamaswap_file, read_llamaswap
 from talkies.registry.macros import expand_env_tree, expand_macros
 from talkies.registry.schema import EXECUTORS, GroupSpec, Modality, ModelSpec, RegistryFile
@@ -259,8 +260,12 @@ def load_registry(
     default_asr: str | None = None,
     default_tts: str | None = None,
     installed: Callable[[ModelSpec], bool] | None = None,
+    batching: bool = False,
 ) -> Registry:
     """Parse and validate `path`; keep only `enabled` slugs (in that order) when given.
+
+    `batching` (TALKIES_BATCHING): models that batch across requests and leave `max_concurrency` unset
+    admit up to `max_batch_size` requests at once (`registry.batching.batching_concurrency`).
 
     `default_asr` / `default_tts` (TALKIES_DEFAULT_*_MODEL) must name enabled models of that kind;
     `installed` tells which models can serve without a download (it picks the default otherwise)."""
@@ -272,7 +277,10 @@ def load_registry(
     except ValidationError as exc:
         raise ConfigError(_format_errors(path, exc)) from None
 
-    catalog = {slug: spec.model_copy(update={"slug": slug}) for slug, spec in parsed.models.items()}
+    catalog = {
+        slug: batching_concurrency(spec.model_copy(update={"slug": slug}), batching)
+        for slug, spec in parsed.models.items()
+    }
     member_of: dict[str, str] = {}
     for name, group in parsed.groups.items():
         unknown = [m for m in group.members if m not in catalog]

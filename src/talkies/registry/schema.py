@@ -56,13 +56,23 @@ EXECUTORS: dict[str, ExecutorInfo] = {
             max_batch_size=8,
             max_batch_wait_ms=10.0,
         ),
-        ExecutorInfo("parakeet", "asr", "talkies.engines.nemo.parakeet:ParakeetEngine", "nemo", ("nemo",)),
+        ExecutorInfo(
+            "parakeet",
+            "asr",
+            "talkies.engines.nemo.parakeet:ParakeetEngine",
+            "nemo",
+            ("nemo",),
+            max_batch_size=4,
+            max_batch_wait_ms=10.0,
+        ),
         ExecutorInfo(
             "parakeet_cpp",
             "asr",
             "talkies.engines.parakeet_cpp.engine:ParakeetCppEngine",
             "parakeet-cpp",
             ("onnx_asr", "onnxruntime"),
+            max_batch_size=8,
+            max_batch_wait_ms=10.0,
         ),
         ExecutorInfo(
             "canary_multitask",
@@ -71,6 +81,8 @@ EXECUTORS: dict[str, ExecutorInfo] = {
             "nemo",
             ("nemo",),
             shares_weights=True,
+            max_batch_size=4,
+            max_batch_wait_ms=10.0,
         ),
         ExecutorInfo(
             "canary_salm", "asr", "talkies.engines.nemo.salm:CanarySalmEngine", "nemo", ("nemo", "peft")

@@ -97,8 +97,8 @@ def serve(
         if kind == "call" and message[2] == "batch_stats":
             # answered here, never queued behind the engine calls it describes (/metrics scrapes it)
             _, rid, _, _, slug = message
-            stats = getattr(engines.get(slug), "batch_stats", None)
-            replies.send(("result", rid, (None if stats is None else stats.snapshot(), False)))
+            snapshot_of = getattr(engines.get(slug), "batch_snapshot", None)  # None: batching is off
+            replies.send(("result", rid, (snapshot_of() if callable(snapshot_of) else None, False)))
         elif kind == "call":
             _, rid, method, payload, slug = message
             calls[rid] = call = _Call(rid, replies)

@@ -12,14 +12,19 @@ Long files: the server's VAD regions (at most TALKIES_VAD_MAX_SPEECH seconds eac
 `batch_size` = TALKIES_NEMO_BATCH_SIZE, so NeMo pads and decodes them together. Each region's timestamps
 are then shifted by the region's start: every time in the result counts from the start of the file.
 
-Engine options (`EngineContext.options`): `nemo_batch_size` (regions decoded together, default 4).
+Cross-request batching (docs/batching.md): with a batcher (the default), the regions of concurrent
+requests that decode alike (Parakeet: all; Canary: the same prompt) share one `transcribe()` call of up
+to `max_batch_size` clips; `decode_clips` is that call, `decode` sends a request's clips through it.
+
+Engine options (`EngineContext.options`): `nemo_batch_size` (regions decoded together when batching is
+off, default 4), `batching` (TALKIES_BATCHING).
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Hashable, Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +34,7 @@ import numpy as np
 import numpy.typing as npt
 
 from talkies.engines.base import ASR_SAMPLE_RATE, EngineContext, Region
+from talkies.engines.batch_host import BatchHost
 from talkies.engines.common import SnapshotEngine
 from talkies.errors import ModelLoadError, UnsupportedLanguageError
 
@@ -61,7 +67,7 @@ def quiet_nemo() -> None:
     nemo_logging.setLevel(logging.ERROR)
 
 
-class NemoEngine(SnapshotEngine):
+class NemoEngine(SnapshotEngine, BatchHost):
     """Base of the NeMo Transcribers (see the module docstring). Subclasses decode in `_transcribe_clips`."""
 
     snapshot_patterns: tuple[str, ...] | None = ("*.nemo", "*.json", "*.md")
@@ -76,6 +82,7 @@ class NemoEngine(SnapshotEngine):
         if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
             raise ModelLoadError(f"NeMo option 'nemo_batch_size' must be a positive integer, got {batch!r}")
         self.batch_size = batch
+        self.init_batching(spec, context)
 
     # --- loading -------------------------------------------------------------------------------------
 
@@ -136,6 +143,27 @@ class NemoEngine(SnapshotEngine):
 
     def _prepare(self, model: Any) -> None:
         """Hook: one-time decoding set-up on a freshly restored model (before any slug shares it)."""
+
+    def _loaded(self, model: Any) -> None:
+        self.start_batcher(self.spec.slug, lambda key, clips: self.decode_clips(key, clips, len(clips)))
+
+    def unload(self) -> None:
+        self.stop_batcher()
+        super().unload()
+
+    # --- decoding ------------------------------------------------------------------------------------
+
+    def decode_clips(self, key: Hashable, clips: list[PCM], batch_size: int) -> list[Any]:
+        """One `transcribe()` of `clips` decoded alike (`key`: what they share), hypotheses in order."""
+        raise NotImplementedError
+
+    def decode(self, key: Hashable, clips: list[PCM]) -> list[Any]:
+        """This request's clips: through the cross-request batcher, or on their own in batches of
+        `nemo_batch_size` when batching is off."""
+        results = self.batched(key, clips)
+        if results is None:
+            return self.decode_clips(key, clips, self.batch_size)
+        return list(results)
 
     @contextmanager
     def running(self) -> Iterator[Any]:

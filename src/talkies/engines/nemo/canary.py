@@ -19,10 +19,11 @@ spanning that region, with no word timestamps.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Hashable
+from typing import Any, cast
 
 from talkies.engines.base import ASR_SAMPLE_RATE, Segment, TranscriptionRequest, TranscriptionResult
-from talkies.engines.nemo.base import NemoEngine
+from talkies.engines.nemo.base import PCM, NemoEngine
 from talkies.errors import CapabilityError, ModelLoadError
 from talkies.registry.schema import ModelSpec
 
@@ -52,6 +53,7 @@ class CanaryEngine(NemoEngine):
         return None  # the tokenizer decides once loaded
 
     def _loaded(self, model: Any) -> None:
+        super()._loaded(model)
         known = _tokenizer_languages(model.model)
         if self.spec.languages:
             unknown = [lang for lang in self.spec.languages if known and lang not in known]
@@ -91,23 +93,28 @@ class CanaryEngine(NemoEngine):
         slots = model.prompt.get_slots("user")
         return {name: values[name] for name in slots if name in values}
 
-    def transcribe(self, request: TranscriptionRequest) -> TranscriptionResult:
+    def decode_clips(self, key: Hashable, clips: list[PCM], batch_size: int) -> list[Any]:
+        """Clips with one prompt (`key`: its sorted items) in one `transcribe()`."""
         from nemo.collections.asr.models.aed_multitask_models import MultiTaskTranscriptionConfig
 
+        prompt = dict(cast("tuple[tuple[str, str], ...]", key))
+        config = MultiTaskTranscriptionConfig(
+            batch_size=batch_size,
+            return_hypotheses=True,
+            verbose=False,
+            enable_chunking=False,  # the server's VAD regions are the chunks
+            prompt=prompt,
+        )
+        with self.running() as model:
+            return list(model.transcribe(clips, override_config=config))
+
+    def transcribe(self, request: TranscriptionRequest) -> TranscriptionResult:
         duration = len(request.audio) / ASR_SAMPLE_RATE
         clips = self.cut_regions(request.audio, request.regions)
-        with self.running() as model:
-            prompt = self.prompt(request, model)
-            if not clips:
-                return TranscriptionResult(text="", language=prompt["source_lang"], duration=duration)
-            config = MultiTaskTranscriptionConfig(
-                batch_size=self.batch_size,
-                return_hypotheses=True,
-                verbose=False,
-                enable_chunking=False,  # the server's VAD regions are the chunks
-                prompt=prompt,
-            )
-            hypotheses = model.transcribe([clip for _, clip in clips], override_config=config)
+        prompt = self.prompt(request, self.require_model().model)  # reads the prompt format only
+        if not clips:
+            return TranscriptionResult(text="", language=prompt["source_lang"], duration=duration)
+        hypotheses = self.decode(tuple(sorted(prompt.items())), [clip for _, clip in clips])
         segments = []
         for (region, _), hypothesis in zip(clips, hypotheses, strict=True):
             text = str(getattr(hypothesis, "text", hypothesis) or "").strip()

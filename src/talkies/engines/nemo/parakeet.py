@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import logging
+from collections.abc import Hashable
 from typing import Any
 
 from talkies.engines.base import (
@@ -21,7 +22,7 @@ from talkies.engines.base import (
     TranscriptionResult,
     Word,
 )
-from talkies.engines.nemo.base import NemoEngine
+from talkies.engines.nemo.base import PCM, NemoEngine
 from talkies.errors import CapabilityError
 
 log = logging.getLogger(__name__)
@@ -52,6 +53,16 @@ class ParakeetEngine(NemoEngine):
         except Exception as exc:  # an exotic decoder: decode without confidence rather than not at all
             log.warning("%s: per-word confidence unavailable (%s)", self.spec.slug, exc)
 
+    def decode_clips(self, key: Hashable, clips: list[PCM], batch_size: int) -> list[Any]:
+        """Parakeet decodes every clip alike (no prompt): any clips share a call."""
+        with self.running() as model:
+            hypotheses = model.transcribe(
+                clips, batch_size=batch_size, timestamps=True, return_hypotheses=True, verbose=False
+            )
+        if isinstance(hypotheses, tuple):  # (best, all) from some RNNT decoders
+            hypotheses = hypotheses[0]
+        return list(hypotheses)
+
     def transcribe(self, request: TranscriptionRequest) -> TranscriptionResult:
         if request.task == "translate":
             raise CapabilityError(f"model {self.spec.slug!r} transcribes only; it cannot translate")
@@ -60,16 +71,7 @@ class ParakeetEngine(NemoEngine):
         clips = self.cut_regions(request.audio, request.regions)
         if not clips:
             return TranscriptionResult(text="", language=pinned, duration=duration)
-        with self.running() as model:
-            hypotheses = model.transcribe(
-                [clip for _, clip in clips],
-                batch_size=self.batch_size,
-                timestamps=True,
-                return_hypotheses=True,
-                verbose=False,
-            )
-        if isinstance(hypotheses, tuple):  # (best, all) from some RNNT decoders
-            hypotheses = hypotheses[0]
+        hypotheses = self.decode("asr", [clip for _, clip in clips])
         segments: list[Segment] = []
         detected: str | None = None
         for (region, _), hypothesis in zip(clips, hypotheses, strict=True):

@@ -22,7 +22,12 @@ tags and names the detected language; `common.group_words` makes Whisper-shape s
 tags, pins the decode: every other language's tag is masked out of the decoder's output, so the model can
 only close on the pinned language. Translation is refused.
 
-Engine options (`EngineContext.options`): `batch_size` (regions per encoder batch, default 8).
+Cross-request batching (docs/batching.md): with a batcher (the default), the unit is a clip (a VAD region
+or the whole file); clips of concurrent requests with the same pinned language share one `recognize`
+call, up to `max_batch_size` (first clip alone still comes first, so a stream's first text is early).
+
+Engine options (`EngineContext.options`): `batch_size` (regions per encoder batch when batching is off,
+default 8), `batching` (TALKIES_BATCHING).
 """
 
 from __future__ import annotations
@@ -48,6 +53,7 @@ from talkies.engines.base import (
     checkpoint,
     drain,
 )
+from talkies.engines.batch_host import BatchHost
 from talkies.engines.common import SEGMENT_GAP_S, SnapshotEngine, group_words
 from talkies.engines.parakeet_cpp.timeline import Decoded, language_tags, words_and_language
 from talkies.errors import CapabilityError, ModelLoadError, UnsupportedLanguageError
@@ -69,7 +75,7 @@ def snapshot_patterns(compute_type: str | None) -> tuple[str, ...]:
     return ("config.json", "vocab.txt", f"*model{suffix}.onnx", f"*model{suffix}.onnx?data")
 
 
-class ParakeetCppEngine(SnapshotEngine):
+class ParakeetCppEngine(SnapshotEngine, BatchHost):
     """Transcriber for Parakeet TDT / RNNT / CTC ONNX exports (see the module docstring)."""
 
     can_translate = False
@@ -89,6 +95,7 @@ class ParakeetCppEngine(SnapshotEngine):
         self._tags: dict[int, str] = {}
         self._frame = WINDOW_STEP * 8
         self._pin = threading.local()  # token ids masked out of the decode, per calling thread
+        self.init_batching(spec, context)
 
     @classmethod
     def patterns_for(cls, spec: ModelSpec) -> tuple[str, ...]:
@@ -129,14 +136,27 @@ class ParakeetCppEngine(SnapshotEngine):
             self.languages = tuple(sorted(set(self._tags.values())))
         self._frame = WINDOW_STEP * int(config.get("subsampling_factor", 8))
         self._install_pin_hook(model.asr, model_type)
+
         log.info(
             "%s loaded: %s, %d tokens, %d language tags, quantization %s",
             self.spec.slug, model_type, len(vocab), len(self._tags), self.spec.compute_type or "none",
         )  # fmt: skip
         return model.with_timestamps()
 
+    def _loaded(self, model: Any) -> None:
+        self.start_batcher(self.spec.slug, lambda language, pcms: self._recognize(model, language, pcms))
+
+    def unload(self) -> None:
+        self.stop_batcher()
+        super().unload()
+
     def _unloaded(self) -> None:
         self._tags = {}
+
+    def _recognize(self, model: Any, language: str | None, pcms: list[Any]) -> list[Any]:
+        """One `recognize` call for clips decoded with `language` pinned (None: free)."""
+        with self._pinned(language):
+            return list(model.recognize(pcms, sample_rate=ASR_SAMPLE_RATE))
 
     def _install_pin_hook(self, asr: Any, model_type: str) -> None:
         """Mask the pinned-out language tags in what the decoder sees (per thread, so calls may overlap)."""
@@ -218,10 +238,7 @@ class ParakeetCppEngine(SnapshotEngine):
         detected: str | None = None
         said = 0  # segments yielded so far
         decoded_clips = 0
-        for batch in _batches(clips, self._batch_size):
-            # The pin is per thread, and each step of a stream may run on another one: pin per batch.
-            with self._pinned(language):
-                results = model.recognize([pcm for _, pcm in batch], sample_rate=ASR_SAMPLE_RATE)
+        for batch, results in self._decoded(model, language, clips):
             for (start, pcm), result in zip(batch, results, strict=True):
                 decoded = Decoded(result.tokens or (), result.timestamps or (), result.logprobs)
                 clip_words, clip_language = words_and_language(decoded, frame=self._frame, offset=start)
@@ -245,6 +262,25 @@ class ParakeetCppEngine(SnapshotEngine):
             duration=duration,
             segments=segments,
         )
+
+    def _decoded(
+        self, model: Any, language: str | None, clips: list[_Clip]
+    ) -> Iterator[tuple[list[_Clip], list[Any]]]:
+        """(clips, their results) as they are decoded: through the cross-request batcher one clip at a
+        time (the first submitted alone, the rest once it is back), else in this request's own batches."""
+        if self._batcher is None:
+            for batch in _batches(clips, self._batch_size):
+                # The pin is per thread, and each step of a stream may run on another one: pin per batch.
+                yield batch, self._recognize(model, language, [pcm for _, pcm in batch])
+            return
+        for part in (clips[:1], clips[1:]):
+            results = self.batched(language, [pcm for _, pcm in part])
+            assert results is not None
+            try:
+                for clip, result in zip(part, results, strict=True):
+                    yield [clip], [result]
+            finally:
+                results.close()
 
 
 def _batches(clips: list[_Clip], size: int) -> Iterator[list[_Clip]]:

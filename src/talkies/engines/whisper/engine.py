@@ -5,7 +5,9 @@
 `Systran/faster-whisper-large-v3`. Two decoding paths:
 
 * sequential (`request.regions is None`): `WhisperModel.transcribe`, Whisper's own 30 s sliding window,
-  with the temperature fallback and previous-text conditioning;
+  with the temperature fallback and previous-text conditioning; with cross-request batching on, a file
+  of one window that asks for one temperature takes the batched path instead, as one clip
+  (`batchable_short_file`, docs/batching.md);
 * batched (`request.regions` set, long files): the server's shared VAD regions are packed into clips
   of at most 30 s (neighbours closer than `max_region_gap` share a clip, silence between them included:
   the encoder always sees a 30 s window, so one clip per short utterance would pay for 30 s each) and
@@ -52,17 +54,17 @@ from talkies.engines.base import (
     checkpoint,
     drain,
 )
-from talkies.engines.batching import Batcher, BatchStats
+from talkies.engines.batch_host import BatchHost
 from talkies.engines.snapshot import ensure_snapshot
 from talkies.engines.whisper.batched import (
-    Window,
-    WindowKey,
-    WindowSegments,
     cross_request_pipeline,
     decode_windows,
 )
+from talkies.engines.whisper.options import ENGINE_OPTIONS, decode_options, positive_int
 from talkies.engines.whisper.timeline import (
     DEFAULT_REGION_GAP,
+    MAX_CLIP_SECONDS,
+    MIN_CLIP_SECONDS,
     clamp_next,
     clamp_segment,
     clip_seek,
@@ -96,21 +98,6 @@ DEFAULT_TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
 _MAX_LENGTH = 448  # Whisper's decoder positions
 _PROMPT_RESERVE = 228  # previous-text prompt (<= 223 tokens) + sot_prev + sot, language, task, timestamps
 
-_INT_OPTIONS = ("beam_size", "best_of", "max_new_tokens", "no_repeat_ngram_size")
-_FLOAT_OPTIONS = (
-    "patience", "repetition_penalty", "compression_ratio_threshold", "log_prob_threshold",
-    "no_speech_threshold", "hallucination_silence_threshold",
-)  # fmt: skip
-_BOOL_OPTIONS = ("condition_on_previous_text", "without_timestamps")
-_ENGINE_OPTIONS = (
-    "compute_type",
-    "batch_size",
-    "num_workers",
-    "max_region_gap",
-    "batching",
-    "nemo_batch_size",
-)
-
 
 @dataclass(frozen=True, slots=True)
 class _Decoded:
@@ -126,7 +113,7 @@ def available_cpu_cores() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-class WhisperEngine:
+class WhisperEngine(BatchHost):
     """Transcriber on faster-whisper. Construction is cheap; `load()` imports faster_whisper."""
 
     batches_regions = True
@@ -158,21 +145,15 @@ class WhisperEngine:
         self.context = context
         self._languages: tuple[str, ...] = WHISPER_LANGUAGES
         self._model: Any = None
-        self._decode_options = _decode_options(context.options)
-        self._batch_size = _positive_int(context.options, "batch_size", 8)
-        self._num_workers = _positive_int(context.options, "num_workers", 1)
+        self._decode_options = decode_options(context.options)
+        self._batch_size = positive_int(context.options, "batch_size", 8)
+        self._num_workers = positive_int(context.options, "num_workers", 1)
         gap = context.options.get("max_region_gap", DEFAULT_REGION_GAP)
         if isinstance(gap, bool) or not isinstance(gap, int | float) or gap < 0:
             raise ModelLoadError(f"whisper option 'max_region_gap' must be seconds >= 0, got {gap!r}")
         self._max_region_gap = float(gap)
-        executor = EXECUTORS["whisper"]
-        self.max_batch_size = spec.max_batch_size or executor.max_batch_size
-        wait_ms = executor.max_batch_wait_ms if spec.max_batch_wait_ms is None else spec.max_batch_wait_ms
-        self.max_batch_wait_s = wait_ms / 1000
-        self.batching = bool(context.options.get("batching", True)) and self.max_batch_size > 1
-        self.batch_stats = BatchStats()
-        self._batcher: Batcher[WindowKey, Window, WindowSegments] | None = None
-        unknown = set(context.options) - set(_ENGINE_OPTIONS) - set(self._decode_options)
+        self.init_batching(spec, context)
+        unknown = set(context.options) - set(ENGINE_OPTIONS) - set(self._decode_options)
         if unknown:
             log.warning("%s: ignoring unknown whisper options %s", spec.slug, ", ".join(sorted(unknown)))
 
@@ -228,14 +209,7 @@ class WhisperEngine:
         except (RuntimeError, ValueError, OSError) as exc:
             raise ModelLoadError(f"model {self.spec.slug!r} failed to load from {model_dir}: {exc}") from exc
         self._model = model
-        if self.batching:
-            self._batcher = Batcher(
-                self.spec.slug,
-                lambda key, windows: decode_windows(model, key, windows),
-                max_batch_size=self.max_batch_size,
-                max_wait_s=self.max_batch_wait_s,
-                on_batch=self.batch_stats.record,
-            )
+        self.start_batcher(self.spec.slug, lambda key, windows: decode_windows(model, key, windows))
         self.can_translate = bool(model.model.is_multilingual)
         self._languages = _model_languages(model)
         log.info(
@@ -244,18 +218,12 @@ class WhisperEngine:
         )  # fmt: skip
 
     def unload(self) -> None:
-        batcher, self._batcher = self._batcher, None
-        if batcher is not None:
-            batcher.close()
+        self.stop_batcher()
         model, self._model = self._model, None
         if model is not None:
             # CT2 frees its weights when the last Python reference goes; nothing else holds one.
             del model
             gc.collect()
-
-    def batch_snapshot(self) -> tuple[dict[int, int], float, int] | None:
-        """Cross-request batch totals for /metrics (`BatchStats.snapshot`); None when batching is off."""
-        return self.batch_stats.snapshot() if self.batching else None
 
     # --- transcription -------------------------------------------------------------------------------
 
@@ -296,8 +264,11 @@ class WhisperEngine:
         audio = np.ascontiguousarray(request.audio, dtype=np.float32)
         duration = len(audio) / ASR_SAMPLE_RATE
         kwargs = self._transcribe_kwargs(request, language)
-        if request.regions is not None:
-            decoded = self._transcribe_regions(model, audio, request.regions, kwargs)
+        regions = request.regions
+        if regions is None and self._batcher is not None and batchable_short_file(request, duration):
+            regions = (Region(0.0, duration),)  # one window, decoded with concurrent requests' windows
+        if regions is not None:
+            decoded = self._transcribe_regions(model, audio, regions, kwargs)
         else:
             raw, info = model.transcribe(audio, vad_filter=False, **kwargs)
             decoded = _Decoded((_segment(s) for s in raw), info.language)
@@ -377,6 +348,14 @@ def _clamped_to_clips(raw: Iterable[Any], clips: list[dict[str, float]]) -> Iter
         yield seg
 
 
+def batchable_short_file(request: TranscriptionRequest, duration: float) -> bool:
+    """Whether a file sent without VAD regions may join the cross-request batches as one clip: it fits one
+    30 s window and asks for one temperature. Without a temperature the request gets Whisper's fallback
+    (re-decoding a window at rising temperatures when its compression ratio or log-probability fails a
+    threshold), which only the sequential path does, so it stays there (docs/batching.md)."""
+    return request.temperature is not None and MIN_CLIP_SECONDS <= duration <= MAX_CLIP_SECONDS
+
+
 def missing_files(model_dir: Path) -> list[str]:
     """Files a CT2 Whisper directory needs that `model_dir` lacks."""
     missing = [name for name in REQUIRED_FILES if not (model_dir / name).is_file()]
@@ -407,28 +386,3 @@ def _model_languages(model: Any) -> tuple[str, ...]:
         return ("en",)
     tokenizer = model.hf_tokenizer
     return tuple(code for code in WHISPER_LANGUAGES if tokenizer.token_to_id(f"<|{code}|>") is not None)
-
-
-def _decode_options(options: dict[str, object]) -> dict[str, Any]:
-    decode: dict[str, Any] = {}
-    for key, value in options.items():
-        if key in _INT_OPTIONS:
-            if not isinstance(value, int) or isinstance(value, bool) or value < (0 if "ngram" in key else 1):
-                raise ModelLoadError(f"whisper option {key!r} must be a positive integer, got {value!r}")
-            decode[key] = value
-        elif key in _FLOAT_OPTIONS:
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
-                raise ModelLoadError(f"whisper option {key!r} must be a number or null, got {value!r}")
-            decode[key] = None if value is None else float(value)
-        elif key in _BOOL_OPTIONS:
-            if not isinstance(value, bool):
-                raise ModelLoadError(f"whisper option {key!r} must be true or false, got {value!r}")
-            decode[key] = value
-    return decode
-
-
-def _positive_int(options: dict[str, object], key: str, default: int) -> int:
-    value = options.get(key, default)
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ModelLoadError(f"whisper option {key!r} must be a positive integer, got {value!r}")
-    return value
