@@ -34,7 +34,7 @@ def mono(tmp_path_factory: pytest.TempPathFactory) -> bytes:
 def shipped_settings(tmp: Path, **overrides: object) -> Settings:
     """pocketsphinx + the diarizer entry exactly as models-cpu.json ships it; no snapshot in the data dir."""
     shipped = json.loads((REPO_ROOT / "models-cpu.json").read_text())["models"][SHIPPED]
-    registry = tmp / "models.json"
+    registry = tmp / "shipped-models.json"
     registry.write_text(json.dumps({"models": {ASR: {"executor": "pocketsphinx"}, SHIPPED: shipped}}))
     return weightfree_settings(tmp, models_file=registry, **overrides)
 
