@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import os
 import statistics
@@ -112,18 +113,18 @@ def asr_entry(asr: str, data: Path) -> dict[str, Any]:
     return json.loads(default_models_file("cpu").read_text())["models"][asr]  # type: ignore[no-any-return]
 
 
-async def transcriptions(
-    snapshot: Path, asr: str, threads: int, wav: Path, tmp: Path, repeats: int, timings: Timings
-) -> None:
-    from talkies.api.app import create_app
-    from talkies.services.transcription import TranscriptionOptions
+def bench_settings(snapshot: Path, asr: str, threads: int, tmp: Path) -> Any:
+    """A registry of the ASR model and the diarizer, their snapshots under `tmp/data/models`."""
     from talkies.settings import load_settings
 
     (tmp / "data" / "models").mkdir(parents=True, exist_ok=True)
-    models = {asr: asr_entry(asr, tmp / "data"), DIARIZER: {"executor": "sherpa_diarization", "repo": "local/b"}}
+    models = {
+        asr: asr_entry(asr, tmp / "data"),
+        DIARIZER: {"executor": "sherpa_diarization", "repo": "local/b"},
+    }
     (tmp / "models.json").write_text(json.dumps({"models": models}))
     (tmp / "data" / "models" / DIARIZER).symlink_to(snapshot.resolve())
-    settings = load_settings(
+    return load_settings(
         models_file=tmp / "models.json",
         data_dir=tmp / "data",
         sweeper_interval=0,
@@ -132,6 +133,12 @@ async def transcriptions(
         cpu_threads=threads,
         max_audio_seconds=4 * 3600,
     )
+
+
+async def transcriptions(settings: Any, asr: str, wav: Path, repeats: int, timings: Timings) -> None:
+    from talkies.api.app import create_app
+    from talkies.services.transcription import TranscriptionOptions
+
     app = create_app(settings)
     service = app.state.transcription
     async with app.router.lifespan_context(app):
@@ -147,7 +154,9 @@ async def transcriptions(
                 if fmt == "diarized_json":
                     speakers = len({s["speaker"] for s in json.loads(transcript.body)["segments"]})
                 timings.add(fmt, cpu, wall, speakers)
-                print(f"  {wav.stem} round {round_ + 1}: {fmt} {cpu:.1f} CPU s, {wall:.1f} s wall", flush=True)
+                print(
+                    f"  {wav.stem} round {round_ + 1}: {fmt} {cpu:.1f} CPU s, {wall:.1f} s wall", flush=True
+                )
 
 
 def load() -> str:
@@ -159,7 +168,9 @@ def main() -> None:
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--snapshot", type=Path, help="a pyannote-seg3-campp snapshot")
     source.add_argument("--real", action="store_true", help=f"the cached {REAL_SNAPSHOT} snapshot")
-    parser.add_argument("--asr", default="pocketsphinx-en-us", help="whisper-base, pocketsphinx-..., or a slug")
+    parser.add_argument(
+        "--asr", default="pocketsphinx-en-us", help="whisper-base, pocketsphinx-..., or a slug"
+    )
     parser.add_argument("--minutes", type=float, nargs="+", default=[1.0, 10.0])
     parser.add_argument("--repeats", type=int, default=3, help="rounds per length; medians are printed")
     parser.add_argument("--threads", type=int, default=2)
@@ -186,12 +197,15 @@ def main() -> None:
             timings = Timings()
             if engine is not None:
                 for _ in range(args.repeats):
-                    cpu, wall, result = timed(lambda: engine.diarize(DiarizationRequest(audio=pcm)))
+                    cpu, wall, result = timed(
+                        functools.partial(engine.diarize, DiarizationRequest(audio=pcm))
+                    )
                     timings.add("alone", cpu, wall, len({turn.speaker for turn in result.turns}))
             if not args.alone:
                 run = tmp / f"run-{minutes:g}"
                 run.mkdir()
-                asyncio.run(transcriptions(snapshot, args.asr, args.threads, wav, run, args.repeats, timings))
+                settings = bench_settings(snapshot, args.asr, args.threads, run)
+                asyncio.run(transcriptions(settings, args.asr, wav, args.repeats, timings))
             ratio = "-"
             if "json" in timings.cpu:
                 plain = statistics.median(timings.cpu["json"])
