@@ -149,7 +149,8 @@ class Settings(BaseSettings):
     diarization_model: str = Field("", max_length=200)
     """Speaker-diarization model (modality `diarization`) behind `diarized_json` on mono audio. Empty: the
     first enabled diarization model; with none enabled, a mono file is one speaker `A` (docs/diarization.md).
-    `none`: never diarize acoustically."""
+    `none`: never diarize acoustically. The shipped registries enable `pyannote-seg3-campp`: without its
+    snapshot a mono `diarized_json` request answers 503 naming how to get it and this `none`."""
     speaker_match_threshold: float = Field(0.5, ge=-1.0, le=1.0)
     """Cosine similarity a found speaker must reach to take a `known_speaker_names[]` name (one-to-one
     assignment of references to speakers); below it the speaker keeps its letter. 0.5 suits CAM++."""

