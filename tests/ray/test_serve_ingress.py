@@ -134,6 +134,12 @@ async def test_mcp_transcribe_and_speak_run_on_the_model_servers(url: str, tmp_p
         assert base64.b64decode(staged["content_base64"])[:4] == b"RIFF"
         models = payload(await session.call_tool("list_models", {}))["models"]
         assert {m["slug"]: m["loaded"] for m in models if m["slug"] in (ASR, TTS)} == {ASR: True, TTS: True}
+    async with httpx.AsyncClient(base_url=url, timeout=60) as http:  # the HTTP model lists say the same
+        cards = (await http.get("/v1/models")).json()["data"]
+        assert {c["id"]: c["loaded"] for c in cards if c["id"] in (ASR, TTS)} == {ASR: True, TTS: True}
+        assert (await http.get(f"/v1/models/{ASR}")).json()["loaded"] is True
+        speech_models = (await http.get("/v1/audio/models")).json()["models"]
+        assert {c["id"]: c["loaded"] for c in speech_models if c["id"] == TTS} == {TTS: True}
     # The engines ran on a model-server replica, not in the ingress.
     for model in (ASR, TTS):
         assert await asyncio.to_thread(held_on_model_servers, model)

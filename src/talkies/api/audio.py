@@ -22,7 +22,7 @@ from talkies.api.deps import SettingsDep, note_model
 from talkies.api.openai_fields import REFERENCES, read_openai_fields
 from talkies.api.responses import GUARDED, RUNS_MODEL, WRITE_GUARDED, SpeechModelList, body, errors, media
 from talkies.api.streaming import sse_response
-from talkies.api.system import model_card
+from talkies.api.system import held_remotely, model_card
 from talkies.api.uploads import ReceivedForm, receive_form
 from talkies.audio.encode import SPEECH_FORMATS
 from talkies.errors import BadRequestError
@@ -314,4 +314,6 @@ async def list_speech_models(request: Request) -> dict[str, Any]:
     """Text-to-speech models as Open WebUI lists them: `{"models": [{"id": ...}]}`."""
     pool = request.app.state.pool
     specs = [spec for spec in pool.registry.models.values() if spec.kind == "tts"]
-    return {"object": "list", "models": [model_card(spec, pool, request.app.state.pulls) for spec in specs]}
+    held = await held_remotely(request.app.state.remote)
+    pulls = request.app.state.pulls
+    return {"object": "list", "models": [model_card(spec, pool, pulls, held) for spec in specs]}

@@ -23,6 +23,7 @@ from starlette.routing import Route
 
 from talkies.api.errors import status_for
 from talkies.api.mcp_limits import BodyLimit, body_limit
+from talkies.api.system import held_remotely
 from talkies.errors import BadRequestError, PayloadTooLargeError, TalkiesError
 from talkies.netpolicy import HostPolicy
 from talkies.pool import ModelPool
@@ -85,8 +86,7 @@ class _Tools:
     async def list_models(self) -> dict[str, Any]:
         """Every configured model, ASR and TTS, with its modality and whether it is loaded now."""
         models = []
-        remote = self.app.state.remote  # on Ray Serve the models are resident on the model servers
-        resident = {row["model"] for row in await remote.ps()} if remote is not None else set()
+        resident = await held_remotely(self.app.state.remote)  # on Ray Serve: the model servers' models
         for spec in self.registry.models.values():
             reason = self.pool.unavailable_reason(spec.slug)
             models.append(

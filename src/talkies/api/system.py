@@ -31,7 +31,16 @@ from talkies.services.pulls import PullManager
 router = APIRouter()
 
 
-def model_card(spec: ModelSpec, pool: ModelPool, pulls: PullManager) -> dict[str, Any]:
+async def held_remotely(remote: RemoteModels | None) -> frozenset[str]:
+    """On Ray Serve, the models some model-server replica holds now (the ingress's own pool holds none of
+    them); empty on the single-process server."""
+    return frozenset(row["model"] for row in await remote.ps()) if remote is not None else frozenset()
+
+
+def model_card(
+    spec: ModelSpec, pool: ModelPool, pulls: PullManager, held: frozenset[str] = frozenset()
+) -> dict[str, Any]:
+    """One model as `/v1/models` lists it; `held`: the slugs loaded on Ray Serve's model servers."""
     reason = pool.unavailable_reason(spec.slug)
     modality: Modality = spec.kind
     return {
@@ -47,7 +56,7 @@ def model_card(spec: ModelSpec, pool: ModelPool, pulls: PullManager) -> dict[str
         "default": pool.registry.default_slug(spec.kind) == spec.slug,
         "name": spec.name,
         "description": spec.description,
-        "loaded": pool.is_loaded(spec.slug),
+        "loaded": pool.is_loaded(spec.slug) or spec.slug in held,
         "available": reason is None,
         "unavailable_reason": reason,
         "load_error": pool.failed_loads().get(spec.slug),
@@ -118,10 +127,13 @@ async def metrics(request: Request) -> Response:
 
 
 @router.get("/v1/models", response_model=None, responses={**body(ModelList), **errors(GUARDED)})
-async def list_models(registry: RegistryDep, pool: PoolDep, pulls: PullsDep) -> dict[str, Any]:
+async def list_models(
+    request: Request, registry: RegistryDep, pool: PoolDep, pulls: PullsDep
+) -> dict[str, Any]:
     listed = [spec for spec in registry.models.values() if not spec.unlisted]
     pulls.list_sizes_soon()
-    return {"object": "list", "data": [model_card(spec, pool, pulls) for spec in listed]}
+    held = await held_remotely(request.app.state.remote)
+    return {"object": "list", "data": [model_card(spec, pool, pulls, held) for spec in listed]}
 
 
 @router.get(
@@ -129,9 +141,10 @@ async def list_models(registry: RegistryDep, pool: PoolDep, pulls: PullsDep) -> 
     response_model=None,
     responses={**body(ModelCard), **errors(GUARDED, 404, 422)},
 )
-async def get_model(model_id: str, pool: PoolDep, pulls: PullsDep) -> dict[str, Any]:
+async def get_model(model_id: str, request: Request, pool: PoolDep, pulls: PullsDep) -> dict[str, Any]:
+    spec = pool.spec(model_id)
     pulls.list_sizes_soon()
-    return model_card(pool.spec(model_id), pool, pulls)
+    return model_card(spec, pool, pulls, await held_remotely(request.app.state.remote))
 
 
 @router.get("/api/ps", responses=errors(GUARDED))
