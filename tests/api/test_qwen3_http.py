@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import shutil
 import threading
 from collections.abc import Iterator
@@ -437,7 +438,12 @@ def test_first_audio_leaves_before_generation_ends(
     assert opened == [True]  # the client had audio while the engine was paused after its first chunk
     assert finished_at_first == []
     assert rest  # the frames generated after the pause arrived too
-    assert any("39 codec frames in" in m for m in records.messages())
+    # The engine logs its frame count once its generator has finished. Sampling on random weights can
+    # meet the end-of-speech token early, so the count is bounded by max_new_tokens, not fixed at 39.
+    done = re.compile(r"model qwen3-tts-0\.6b-custom: (\d+) codec frames in ")
+    counts = [int(m.group(1)) for m in map(done.match, records.messages()) if m]
+    assert len(counts) == 1, records.messages()
+    assert 1 <= counts[0] <= 39
 
 
 def test_official_openai_client_with_extra_body(server: tuple[str, _Records, Path]) -> None:
