@@ -1,15 +1,57 @@
-"""What the cross-request batching tests of every engine family share: concurrent requests released
-together, a spy on the batcher's engine call, a bound caller whose request is abandoned."""
+"""What the cross-request batching tests of every engine family share: engines built with batching on or
+off, long requests with VAD regions, concurrent requests released together, a spy on the batcher's engine
+call, a bound caller whose request is abandoned."""
 
 from __future__ import annotations
 
+import contextlib
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from talkies.engines.base import CallControl, TranscriptionRequest, bind_call, unbind_call
+from talkies.engines import create_engine
+from talkies.engines.base import (
+    CallControl,
+    EngineContext,
+    Region,
+    TranscriptionRequest,
+    bind_call,
+    unbind_call,
+)
 from talkies.engines.batching import Batcher
+from talkies.registry import ModelSpec
+from tests.fixtures.speech import long_speech
+
+
+@contextlib.contextmanager
+def engine_builder(
+    spec_for: Callable[[int], ModelSpec], context_for: Callable[[bool], EngineContext]
+) -> Iterator[Callable[..., Any]]:
+    """`build(batching, max_batch_size=4, max_wait_s=3600.0)`: a loaded engine of `spec_for(max_batch_size)`
+    in `context_for(batching)`, its batch timer set to `max_wait_s` (the default hour, beyond the registry's
+    bound: only full batches close). Every engine built is unloaded at the end."""
+    engines: list[Any] = []
+
+    def build(batching: bool, max_batch_size: int = 4, max_wait_s: float = 3600.0) -> Any:
+        engine = create_engine(spec_for(max_batch_size), context_for(batching))
+        engine.max_batch_wait_s = max_wait_s
+        engine.load()
+        engines.append(engine)
+        return engine
+
+    try:
+        yield build
+    finally:
+        for engine in engines:
+            engine.unload()
+
+
+def regions_request(seconds: float, **options: Any) -> TranscriptionRequest:
+    """`seconds` of generated speech with its VAD regions (the speech spans)."""
+    speech = long_speech(seconds)
+    regions = tuple(Region(start, end) for start, end in speech.spans)
+    return TranscriptionRequest(audio=speech.audio, regions=regions, **options)
 
 
 def concurrently(engine: Any, requests: list[TranscriptionRequest]) -> list[Any]:

@@ -16,21 +16,26 @@ from typing import Any
 
 import pytest
 
-from talkies.engines import create_engine
 from talkies.engines.base import (
     CallCancelled,
     CallControl,
     EngineContext,
-    Region,
     TranscriptionRequest,
     TranscriptionResult,
 )
 from talkies.registry import ModelSpec
-from tests.engines.batching_helpers import BatchSpy, SubmitCounter, concurrently, run_bound
+from tests.engines.batching_helpers import (
+    BatchSpy,
+    SubmitCounter,
+    concurrently,
+    engine_builder,
+    regions_request,
+    run_bound,
+)
 from tests.fixtures.cache import install_snapshot
 from tests.fixtures.nemo import install_nemo
 from tests.fixtures.parakeet_onnx import build_parakeet_onnx
-from tests.fixtures.speech import long_speech, speech_clip
+from tests.fixtures.speech import speech_clip
 
 pytestmark = pytest.mark.slow
 
@@ -88,24 +93,10 @@ def context_of(model_dir: Path, batching: bool) -> EngineContext:
 @pytest.fixture
 def make(family: tuple[Family, Path]) -> Iterator[Callable[..., Any]]:
     kind, model_dir = family
-    engines: list[Any] = []
-
-    def build(batching: bool, max_batch_size: int = 4, max_wait_s: float = 3600.0) -> Any:
-        engine = create_engine(spec_of(kind, max_batch_size=max_batch_size), context_of(model_dir, batching))
-        engine.max_batch_wait_s = max_wait_s  # beyond the registry's bound: only full batches close
-        engine.load()
-        engines.append(engine)
-        return engine
-
-    yield build
-    for engine in engines:
-        engine.unload()
-
-
-def regions_request(seconds: float, **options: Any) -> TranscriptionRequest:
-    speech = long_speech(seconds)
-    regions = tuple(Region(start, end) for start, end in speech.spans)
-    return TranscriptionRequest(audio=speech.audio, regions=regions, **options)
+    with engine_builder(
+        lambda size: spec_of(kind, max_batch_size=size), lambda on: context_of(model_dir, on)
+    ) as build:
+        yield build
 
 
 def one_clip(**options: Any) -> TranscriptionRequest:

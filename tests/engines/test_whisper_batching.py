@@ -18,13 +18,12 @@ import numpy as np
 import pytest
 from faster_whisper import BatchedInferencePipeline
 
-from talkies.engines import create_engine
 from talkies.engines.base import EngineContext, Region, TranscriptionRequest, TranscriptionResult
 from talkies.engines.whisper.engine import WhisperEngine, batchable_short_file
 from talkies.registry import ModelSpec
-from tests.engines.batching_helpers import concurrently
+from tests.engines.batching_helpers import concurrently, engine_builder, regions_request
 from tests.fixtures.cache import install_snapshot
-from tests.fixtures.speech import long_speech, speech_clip
+from tests.fixtures.speech import speech_clip
 from tests.fixtures.whisper import build_whisper
 
 pytestmark = pytest.mark.slow
@@ -39,32 +38,19 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def make(model_dir: Path) -> Iterator[Callable[..., WhisperEngine]]:
-    engines: list[WhisperEngine] = []
-
-    def build(batching: bool, max_batch_size: int = 4, max_wait_s: float = 3600.0) -> WhisperEngine:
-        spec = ModelSpec(
+    def spec(max_batch_size: int) -> ModelSpec:
+        return ModelSpec(
             slug="whisper-micro", executor="whisper", repo="test/whisper-micro", max_batch_size=max_batch_size
         )
+
+    def context(batching: bool) -> EngineContext:
         options: dict[str, object] = {**BOUNDED, "batching": batching}
-        context = EngineContext(
-            slug=spec.slug, model_dir=model_dir, device="cpu", cpu_threads=1, options=options
+        return EngineContext(
+            slug="whisper-micro", model_dir=model_dir, device="cpu", cpu_threads=1, options=options
         )
-        engine = create_engine(spec, context)
-        assert isinstance(engine, WhisperEngine)
-        engine.max_batch_wait_s = max_wait_s  # beyond the registry's bound: only full batches close
-        engine.load()
-        engines.append(engine)
-        return engine
 
-    yield build
-    for engine in engines:
-        engine.unload()
-
-
-def request(seconds: float, **options: Any) -> TranscriptionRequest:
-    speech = long_speech(seconds)
-    regions = tuple(Region(start, end) for start, end in speech.spans)
-    return TranscriptionRequest(audio=speech.audio, regions=regions, **options)
+    with engine_builder(spec, context) as build:
+        yield build
 
 
 @pytest.fixture
@@ -92,12 +78,12 @@ def test_batching_on_and_off_give_the_same_transcripts_with_mixed_options(
     make: Callable[..., WhisperEngine], forward_passes: list[int]
 ) -> None:
     requests = [
-        request(70.0, language="en", temperature=0.0, word_timestamps=True),
-        request(45.0, language="en", temperature=0.0, word_timestamps=True),
-        request(40.0, language="en", temperature=0.0, word_timestamps=False),
-        request(35.0, language="en", temperature=0.0, prompt="Hello there."),
-        request(50.0, language="de", temperature=0.0, word_timestamps=True),
-        request(30.5, temperature=0.0, word_timestamps=True),  # language detected per request
+        regions_request(70.0, language="en", temperature=0.0, word_timestamps=True),
+        regions_request(45.0, language="en", temperature=0.0, word_timestamps=True),
+        regions_request(40.0, language="en", temperature=0.0, word_timestamps=False),
+        regions_request(35.0, language="en", temperature=0.0, prompt="Hello there."),
+        regions_request(50.0, language="de", temperature=0.0, word_timestamps=True),
+        regions_request(30.5, temperature=0.0, word_timestamps=True),  # language detected per request
     ]
     off = make(batching=False)
     expected = [off.transcribe(r) for r in requests]
@@ -120,7 +106,9 @@ def test_n_concurrent_requests_take_fewer_than_n_forward_passes(
     make: Callable[..., WhisperEngine], forward_passes: list[int]
 ) -> None:
     engine = make(batching=True, max_batch_size=3)  # the timer is an hour: only full batches close
-    requests = [request(20.0, language="en", temperature=0.0, word_timestamps=False) for _ in range(6)]
+    requests = [
+        regions_request(20.0, language="en", temperature=0.0, word_timestamps=False) for _ in range(6)
+    ]
     results = concurrently(engine, requests)
     assert all(isinstance(r, TranscriptionResult) and r.segments for r in results), results
     assert forward_passes == [3, 3], "six one-window requests, two calls of max_batch_size"
@@ -138,12 +126,12 @@ def test_a_failed_batch_answers_each_of_its_requests_with_the_error(
         raise RuntimeError("CUDA out of memory (simulated)")
 
     monkeypatch.setattr(BatchedInferencePipeline, "generate_segment_batched", broken)
-    results = concurrently(engine, [request(20.0, language="en", temperature=0.0) for _ in range(2)])
+    results = concurrently(engine, [regions_request(20.0, language="en", temperature=0.0) for _ in range(2)])
     for result in results:
         assert isinstance(result, RuntimeError)
         assert "CUDA out of memory (simulated)" in str(result)
     monkeypatch.undo()
-    after = concurrently(engine, [request(20.0, language="en", temperature=0.0) for _ in range(2)])
+    after = concurrently(engine, [regions_request(20.0, language="en", temperature=0.0) for _ in range(2)])
     assert all(isinstance(r, TranscriptionResult) and r.segments for r in after), "the model serves on"
 
 
@@ -151,7 +139,7 @@ def test_a_lone_request_closes_on_the_timer_with_one_window(
     make: Callable[..., WhisperEngine], forward_passes: list[int]
 ) -> None:
     engine = make(batching=True, max_batch_size=8, max_wait_s=0.005)
-    result = engine.transcribe(request(20.0, language="en", temperature=0.0))
+    result = engine.transcribe(regions_request(20.0, language="en", temperature=0.0))
     assert result.segments
     assert forward_passes == [1]
     sizes, _, timer_closed = engine.batch_stats.snapshot()
@@ -174,7 +162,9 @@ def test_streaming_gets_segments_as_their_batch_finishes(
         return generate(self, features, *args)
 
     monkeypatch.setattr(BatchedInferencePipeline, "generate_segment_batched", held)
-    stream = engine.transcribe_stream(request(150.0, language="en", temperature=0.0, word_timestamps=False))
+    stream = engine.transcribe_stream(
+        regions_request(150.0, language="en", temperature=0.0, word_timestamps=False)
+    )
     try:
         first = next(stream)  # the second batch is held: this can only come from the first
         assert first.start < 60.0
@@ -189,7 +179,7 @@ def test_streaming_gets_segments_as_their_batch_finishes(
 def test_batching_off_decodes_per_request(make: Callable[..., WhisperEngine]) -> None:
     engine = make(batching=False)
     assert engine._batcher is None
-    assert engine.transcribe(request(20.0, language="en", temperature=0.0)).segments
+    assert engine.transcribe(regions_request(20.0, language="en", temperature=0.0)).segments
     assert engine.batch_stats.snapshot() == ({}, 0.0, 0)
 
 
@@ -222,7 +212,9 @@ def test_in_a_worker_process_the_batcher_lives_beside_the_engine(model_dir: Path
     engine = ProcessEngine(spec, context, target="talkies.engines.whisper.engine:WhisperEngine")
     engine.load()
     try:
-        requests = [request(20.0, language="en", temperature=0.0, word_timestamps=False) for _ in range(3)]
+        requests = [
+            regions_request(20.0, language="en", temperature=0.0, word_timestamps=False) for _ in range(3)
+        ]
         results = concurrently(engine, requests)  # type: ignore[arg-type]
         assert all(isinstance(r, TranscriptionResult) and r.segments for r in results), results
         snapshot = engine.batch_snapshot()
@@ -243,7 +235,7 @@ def test_a_request_cancelled_while_its_windows_wait_leaves_the_others_intact(
     from talkies.engines.base import CallCancelled, CallControl, bind_call, unbind_call
 
     on = make(batching=True, max_batch_size=2)  # the timer is an hour: only full batches close
-    wanted = make(batching=False).transcribe(request(40.0, language="en", temperature=0.0))
+    wanted = make(batching=False).transcribe(regions_request(40.0, language="en", temperature=0.0))
     calls: list[int] = []
     release = threading.Event()
     generate = BatchedInferencePipeline.generate_segment_batched
@@ -278,11 +270,15 @@ def test_a_request_cancelled_while_its_windows_wait_leaves_the_others_intact(
         finally:
             unbind_call(token)
 
-    first = threading.Thread(target=run, args=("first", request(40.0, language="en", temperature=0.0)))
+    first = threading.Thread(
+        target=run, args=("first", regions_request(40.0, language="en", temperature=0.0))
+    )
     first.start()
     assert submitted.acquire(timeout=120)
-    a = threading.Thread(target=run, args=("a", request(20.0, language="en", temperature=0.0), control))
-    b = threading.Thread(target=run, args=("b", request(40.0, language="en", temperature=0.0)))
+    a = threading.Thread(
+        target=run, args=("a", regions_request(20.0, language="en", temperature=0.0), control)
+    )
+    b = threading.Thread(target=run, args=("b", regions_request(40.0, language="en", temperature=0.0)))
     a.start()
     assert submitted.acquire(timeout=120)
     b.start()
