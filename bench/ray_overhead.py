@@ -1,11 +1,13 @@
 """What Ray Serve adds per request at concurrency 1, measured with interleaved A/B rounds.
 
 The single-process server (`python -m talkies serve`, a subprocess) and the talkies application on a local
-Ray instance (one model-server replica; Serve's HTTP proxy on 127.0.0.1) run at the same time, with the
-same registry and in-process engines (bench/ray_scaleout.py's). Each round times every request kind once
-on each server, back to back, in an order drawn at random per round, so that the load of a shared machine
-falls on both sides alike; the figures are medians over the rounds and the median of the per-round
-differences (Ray minus single).
+Ray instance (one model-server replica; Serve's HTTP proxy on 127.0.0.1, talking gRPC to the ingress as
+`talkies serve --ray` sets it) run at the same time, with the same registry and in-process engines
+(bench/ray_scaleout.py's). The Ray application is reached two ways: through Serve's proxy (`ray`) and on
+the ingress replica's own port (`direct`, TALKIES_RAY_DIRECT_PORT: Serve's direct ingress). Each round
+times every request kind once on each side, back to back, in an order drawn at random per round, so that
+the load of a shared machine falls on every side alike; the figures are medians over the rounds and the
+medians of the per-round differences (Ray minus single).
 
 Request kinds:
 
@@ -38,6 +40,7 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench._harness import free_port  # noqa: E402
 from bench.ray_scaleout import GOAL_MS, _wait_ready, on_ray, ray_cluster, single_process  # noqa: E402
 from tests.api.audio_helpers import speak, write_wav  # noqa: E402
 
@@ -71,7 +74,7 @@ def _handle_calls() -> dict[str, Callable[[], object]]:
     from talkies.ray.app import APP_NAME
 
     handle = serve.get_deployment_handle("talkies-models-cpu", app_name=APP_NAME)
-    streaming = handle.options(multiplexed_model_id="espeak-ng", stream=True)
+    streaming = handle.options(multiplexed_model_id="espeak-ng", stream=True, _by_reference=False)
     plain = handle.options(multiplexed_model_id="espeak-ng")
 
     def speech() -> None:
@@ -84,19 +87,19 @@ def _handle_calls() -> dict[str, Callable[[], object]]:
 
 
 def _summary(times: dict[str, dict[str, list[float]]]) -> None:
-    print("| request | single ms (median) | Ray ms (median) | Ray - single, median of round pairs | IQR |")
-    print("|---|---|---|---|---|")
+    print("| request | single ms | via proxy ms | direct ms | proxy - single (IQR) | direct - single (IQR) |")
+    print("|---|---|---|---|---|---|")
     for kind, sides in times.items():
-        single, ray = sides["single"], sides["ray"]
+        single = sides["single"]
         if not single:
-            print(f"| {kind} | - | {statistics.median(ray):.1f} | - | - |")
+            print(f"| {kind} | - | {statistics.median(sides['ray']):.1f} | - | - | - |")
             continue
-        diffs = [r - s for r, s in zip(ray, single, strict=True)]
-        q1, _, q3 = statistics.quantiles(diffs, n=4)
-        print(
-            f"| {kind} | {statistics.median(single):.1f} | {statistics.median(ray):.1f} | "
-            f"{statistics.median(diffs):+.1f} | {q1:+.1f} .. {q3:+.1f} |"
-        )
+        cells = [f"{statistics.median(sides[side]):.1f}" for side in ("single", "ray", "direct")]
+        for side in ("ray", "direct"):
+            diffs = [r - s for r, s in zip(sides[side], single, strict=True)]
+            q1, _, q3 = statistics.quantiles(diffs, n=4)
+            cells.append(f"{statistics.median(diffs):+.1f} ({q1:+.1f} .. {q3:+.1f})")
+        print(f"| {kind} | " + " | ".join(cells) + " |")
 
 
 def main() -> None:
@@ -108,25 +111,32 @@ def main() -> None:
     args = parser.parse_args()
     rng = random.Random(args.seed)
     kinds = ("healthz", "speech", "transcribe", "handle speech", "handle round trip")
-    times: dict[str, dict[str, list[float]]] = {k: {"single": [], "ray": []} for k in kinds}
+    times: dict[str, dict[str, list[float]]] = {k: {"single": [], "ray": [], "direct": []} for k in kinds}
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="talkies-ray-overhead-") as name:
         tmp = Path(name)
         clip = write_wav(tmp / "clip.wav", [speak("Hello there.")]).read_bytes()
+        direct_port = free_port()
         with (
             single_process(tmp) as single_url,
-            ray_cluster(args.ray_cpus) as port,
+            ray_cluster(args.ray_cpus, direct_port) as port,
             on_ray(tmp, port, 1) as ray_url,
             httpx.Client(base_url=single_url, timeout=120) as single,
             httpx.Client(base_url=ray_url, timeout=120) as ray,
+            httpx.Client(base_url=f"http://127.0.0.1:{direct_port}", timeout=120) as direct,
         ):
             _wait_ready(ray_url)
-            sides = {"single": _requests(single, clip), "ray": _requests(ray, clip)}
+            _wait_ready(f"http://127.0.0.1:{direct_port}")
+            sides = {
+                "single": _requests(single, clip),
+                "ray": _requests(ray, clip),
+                "direct": _requests(direct, clip),
+            }
             handle_calls = _handle_calls()
             for index in range(args.warm_up + args.rounds):
                 timed = index >= args.warm_up
                 for kind in ("healthz", "speech", "transcribe"):
-                    order = ["single", "ray"]
+                    order = ["single", "ray", "direct"]
                     rng.shuffle(order)
                     for side in order:
                         elapsed = _timed(sides[side][kind])
@@ -141,9 +151,10 @@ def main() -> None:
     print(f"load average before: {load_before[0]:.2f} {load_before[1]:.2f} {load_before[2]:.2f}")
     print(f"load average after:  {load_after[0]:.2f} {load_after[1]:.2f} {load_after[2]:.2f}")
     _summary(times)
-    speech = [r - s for r, s in zip(times["speech"]["ray"], times["speech"]["single"], strict=True)]
-    overhead = statistics.median(speech)
-    print(f"\nRay's overhead on a short speech request: {overhead:+.1f} ms (goal < {GOAL_MS:g})")
+    for side, how in (("ray", "through Serve's proxy"), ("direct", "on the direct port")):
+        speech = [r - s for r, s in zip(times["speech"][side], times["speech"]["single"], strict=True)]
+        overhead = statistics.median(speech)
+        print(f"Ray's overhead on a short speech request {how}: {overhead:+.1f} ms (goal < {GOAL_MS:g})")
 
 
 if __name__ == "__main__":

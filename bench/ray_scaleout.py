@@ -80,14 +80,19 @@ def single_process(tmp: Path) -> Iterator[str]:
 
 
 @contextlib.contextmanager
-def ray_cluster(num_cpus: int) -> Iterator[int]:
+def ray_cluster(num_cpus: int, direct_port: int = 0) -> Iterator[int]:
+    """A local Ray instance with what `talkies serve --ray` sets for the one it starts (Serve's proxy on
+    gRPC; with `direct_port`, the ingress replica answering HTTP there too); yields the proxy's port."""
     import ray
     from ray import serve
+    from talkies.ray.placement import local_ray_env
+    from talkies.settings import load_settings
 
     os.environ["PYTHONPATH"] = os.pathsep.join(
         [str(ROOT / "src"), str(ROOT), os.environ.get("PYTHONPATH", "")]
     )
     os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
+    os.environ.update(local_ray_env(load_settings(ray_direct_port=direct_port), None))
     ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False, logging_level="warning")
     port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port, "location": "HeadOnly"})

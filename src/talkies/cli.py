@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import logging
 import math
 import sys
 from collections.abc import Sequence
@@ -12,18 +11,11 @@ from typing import TYPE_CHECKING
 
 from talkies import __version__
 from talkies.errors import ConfigError, TalkiesError
+from talkies.logs import configure_logging
 from talkies.settings import Settings, load_settings
 
 if TYPE_CHECKING:
     from talkies.engines.snapshot import SnapshotState
-
-
-def _configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level.upper(),
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
 
 
 def _serve(settings: Settings) -> int:
@@ -185,7 +177,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     overrides = {k: v for k in ("host", "port") if (v := getattr(args, k, None)) is not None}
     try:
         settings = load_settings(**overrides)
-        _configure_logging(settings.log_level)
+        configure_logging(settings.log_level)
         if args.command == "serve" and args.ray:
             return _serve_on_ray(settings, args.address)
         if args.command == "serve":

@@ -16,6 +16,7 @@ import pytest
 
 from talkies.settings import load_settings
 from tests.conftest import REPO_ROOT
+from tests.live_server import free_port
 from tests.ray.conftest import RayServe, wait_ready
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
@@ -98,3 +99,53 @@ def test_talkies_ray_app_is_built_from_the_environment(
     assert server.ray_actor_options["num_cpus"] == load_settings().ray_replica_cpus
     with pytest.raises(AttributeError):
         _ = talkies.ray.nothing_here  # type: ignore[attr-defined]
+
+
+def test_talkies_serve_ray_with_a_direct_port_answers_on_it_and_on_the_proxy(tmp_path: Path) -> None:
+    """Without an address, `talkies serve --ray` starts a Ray instance of its own; TALKIES_RAY_DIRECT_PORT
+    makes the ingress replica answer HTTP itself there (Serve's direct ingress), beside Serve's proxy on
+    TALKIES_PORT. The same app answers on both: the speech and the error body are the same."""
+    proxy_port, direct_port = free_port(), free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TALKIES_", "RAY_"))}
+    env.update(
+        PYTHONPATH=os.pathsep.join([str(REPO_ROOT / "src"), str(REPO_ROOT)]),
+        RAY_USAGE_STATS_ENABLED="0",
+        TALKIES_MODELS_FILE=str(_registry(tmp_path)),
+        TALKIES_DATA_DIR=str(tmp_path / "data"),
+        TALKIES_ENGINE_ISOLATION="inprocess",
+        TALKIES_DEVICE="cpu",
+        TALKIES_HOST="127.0.0.1",
+        TALKIES_PORT=str(proxy_port),
+        TALKIES_RAY_DIRECT_PORT=str(direct_port),
+        TALKIES_RAY_REPLICA_CPUS="0.25",
+    )
+    log_path = tmp_path / "serve.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "talkies", "serve", "--ray"], env=env, stdout=log, stderr=subprocess.STDOUT
+        )
+        try:
+            direct, proxy = f"http://127.0.0.1:{direct_port}", f"http://127.0.0.1:{proxy_port}"
+            deadline = time.monotonic() + 300
+            while "cli-voice" not in _models(direct) or "cli-voice" not in _models(proxy):
+                assert process.poll() is None, log_path.read_text()
+                assert time.monotonic() < deadline, f"not serving within 300 s: {log_path.read_text()}"
+                time.sleep(0.5)
+            body = {"model": "cli-voice", "input": "straight to the ingress", "response_format": "pcm"}
+            speeches = [
+                httpx.post(f"{url}/v1/audio/speech", json=body, timeout=120) for url in (direct, proxy)
+            ]
+            assert [s.status_code for s in speeches] == [200, 200]
+            assert len(speeches[0].content) > 4800  # 0.1 s of 24 kHz 16-bit audio at least
+            assert speeches[0].content == speeches[1].content  # espeak-ng is deterministic
+            bad = {"model": "cli-voice", "input": "x", "response_format": "ogg-vorbis"}
+            errors = [httpx.post(f"{url}/v1/audio/speech", json=bad, timeout=60) for url in (direct, proxy)]
+            assert [e.status_code for e in errors] == [400, 400]
+            assert errors[0].json() == errors[1].json()
+            process.send_signal(signal.SIGTERM)
+            assert process.wait(120) == 0, log_path.read_text()
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+    assert "direct ingress (experimental)" in log_path.read_text()

@@ -14,9 +14,11 @@ import pytest
 from talkies.errors import ConfigError
 from talkies.ray.placement import (
     HEAD_NODE,
+    REPLICA_ENV,
     actor_options,
     autoscaling,
     ingress_actor_options,
+    local_ray_env,
     max_models,
     resource_class,
     resource_classes,
@@ -76,8 +78,9 @@ def test_actor_options_and_autoscaling_come_from_the_settings() -> None:
         ray_max_replicas=4,
         ray_target_ongoing_requests=3,
     )
-    assert actor_options("cpu", settings) == {"num_cpus": 0.5}
-    assert actor_options("gpu", settings) == {"num_cpus": 0.5, "num_gpus": 0.25}
+    env = {"env_vars": {"RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0"}}
+    assert actor_options("cpu", settings) == {"num_cpus": 0.5, "runtime_env": env}
+    assert actor_options("gpu", settings) == {"num_cpus": 0.5, "num_gpus": 0.25, "runtime_env": env}
     assert autoscaling(settings) == {
         "min_replicas": 0,
         "initial_replicas": 1,
@@ -123,8 +126,12 @@ def test_wyoming_and_process_models_need_one_ingress_replica_on_the_head_node(tm
     built_in = _registry(tmp_path, {"sphinx": MODELS["sphinx"]})
     with_external = _registry(tmp_path, {"sphinx": MODELS["sphinx"], "external": MODELS["external"]})
     plain = load_settings(ray_ingress_replicas=3)
-    assert ingress_actor_options(plain, built_in) == {"num_cpus": 0}  # anywhere, any number
-    pinned = {"num_cpus": 0, "resources": {HEAD_NODE: 0.001}}
+    env = {"env_vars": REPLICA_ENV}
+    assert ingress_actor_options(plain, built_in) == {
+        "num_cpus": 0,
+        "runtime_env": env,
+    }  # anywhere, any number
+    pinned = {"num_cpus": 0, "resources": {HEAD_NODE: 0.001}, "runtime_env": env}
     wyoming = load_settings(wyoming_uri="tcp://0.0.0.0:10300")
     assert ingress_actor_options(wyoming, built_in) == pinned
     assert ingress_actor_options(load_settings(), with_external) == pinned
@@ -136,3 +143,32 @@ def test_wyoming_and_process_models_need_one_ingress_replica_on_the_head_node(tm
         )
     with pytest.raises(ConfigError, match=r"process models \(external\)"):
         ingress_actor_options(plain, with_external)
+
+
+def test_the_ray_instance_talkies_starts_gets_the_grpc_proxy_and_the_direct_port() -> None:
+    assert local_ray_env(load_settings(), None) == {"RAY_SERVE_PROXY_USE_GRPC": "1"}
+    assert local_ray_env(load_settings(), "10.0.0.5:6379") == {}  # a cluster someone else started
+    direct = local_ray_env(load_settings(ray_direct_port=8001), None)
+    assert direct["RAY_SERVE_ENABLE_DIRECT_INGRESS"] == "1"
+    assert direct["RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT"] == "8001"
+    assert direct["RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT"] == "8002"  # exclusive: the one port
+    assert direct["RAY_SERVE_PROXY_USE_GRPC"] == "1"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "address", "message"),
+    [
+        (
+            {"ray_direct_port": 8001},
+            "10.0.0.5:6379",
+            r"DIRECT_PORT=8001 needs the Ray instance .* 10\.0\.0\.5",
+        ),
+        ({"ray_direct_port": 8000, "port": 8000}, None, r"DIRECT_PORT=8000 is TALKIES_PORT"),
+        ({"ray_direct_port": 8001, "ray_ingress_replicas": 2}, None, r"INGRESS_REPLICAS is 2"),
+    ],
+)
+def test_a_direct_port_it_cannot_serve_is_refused(
+    overrides: dict[str, Any], address: str | None, message: str
+) -> None:
+    with pytest.raises(ConfigError, match=message):
+        local_ray_env(load_settings(**overrides), address)

@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 from typing import Any, cast
@@ -25,6 +26,7 @@ from talkies.ray.placement import (
     actor_options,
     autoscaling,
     ingress_actor_options,
+    local_ray_env,
     max_models,
     resource_classes,
 )
@@ -86,8 +88,11 @@ def build_app(settings: Settings, *, engine_factory: EngineFactory | None = None
 def serve_forever(settings: Settings, address: str | None) -> int:
     """`talkies serve --ray`: connect (or start Ray here), run the application with Serve's HTTP proxy on
     TALKIES_HOST:TALKIES_PORT, and stop it on SIGINT / SIGTERM."""
-    target = address or settings.ray_address or None
-    ray.init(address=target, include_dashboard=False, configure_logging=False)
+    target = address or settings.ray_address or os.environ.get("RAY_ADDRESS") or None  # Ray's own variable
+    env = local_ray_env(settings, target)
+    os.environ.update({k: v for k, v in env.items() if k not in os.environ})  # the operator's own win
+    # Without an address, a Ray instance of this process's own ("local": not one found running here).
+    ray.init(address=target or "local", include_dashboard=False, configure_logging=False)
     stop = threading.Event()  # after ray.init, which installs its own SIGTERM handler (exit at once)
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
@@ -95,6 +100,12 @@ def serve_forever(settings: Settings, address: str | None) -> int:
     serve.run(build_app(settings), name=APP_NAME, route_prefix="/")
     where = target or "local"
     log.info("talkies on Ray Serve: http://%s:%d/ (Ray at %s)", settings.host, settings.port, where)
+    if settings.ray_direct_port:
+        log.info(
+            "direct ingress (experimental): http://%s:%d/ answers without Serve's proxy",
+            settings.host,
+            settings.ray_direct_port,
+        )
     stop.wait()
     log.info("stopping the talkies application")
     serve.delete(APP_NAME)

@@ -9,6 +9,7 @@ from ray.serve.handle import DeploymentHandle
 
 from ray import serve
 from talkies.api.app import create_app
+from talkies.logs import configure_logging
 from talkies.ray.remote import RayModels
 from talkies.settings import Settings
 
@@ -16,6 +17,7 @@ from talkies.settings import Settings
 @serve.ingress()
 class Ingress:
     def __init__(self, settings: Settings, device: str, servers: dict[str, DeploymentHandle[Any]]) -> None:
+        configure_logging(settings.log_level)  # before the app is built (see talkies.logs)
         self.settings = settings
         context = serve.get_replica_context()
         labels = {"deployment": context.deployment, "replica": context.replica_id.unique_id}

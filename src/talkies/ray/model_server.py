@@ -45,6 +45,7 @@ from talkies.engines.base import (
 )
 from talkies.engines.diarization.protocol import DiarizationRequest, DiarizationResult, Diarizer
 from talkies.errors import ModelNotLoadedError
+from talkies.logs import configure_logging
 from talkies.metrics import Metrics
 from talkies.metrics_remote import Family, pool_families
 from talkies.pool import ModelPool
@@ -133,6 +134,7 @@ class ModelServer:
     ) -> None:
         from talkies.api.app import build_registry
 
+        configure_logging(settings.log_level)
         settings = settings.model_copy(update={"max_loaded_models": max_models})
         registry = build_registry(settings, device)
         make = engine_factory or make_engine_factory(settings)

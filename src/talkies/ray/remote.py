@@ -9,7 +9,10 @@ step. Data attributes the services read without a call (`batches_regions`, `can_
 from a local instance of the engine class, constructed and never loaded.
 
 Errors: a domain error the model server raised is raised again as itself (same status as on the
-single-process server); a replica that died under the call is a `WorkerCrashedError` (500, retry).
+single-process server), any other failure there is an `EngineError`; a replica that died under the call
+is a `WorkerCrashedError` (500, retry). Speech goes over Serve's gRPC transport (`_by_reference=False`:
+no audio goes in, so nothing needs the object store), where a replica's exception arrives unwrapped; the
+other calls pass their audio as an object ref, by reference, where it arrives as a `RayTaskError`.
 """
 
 from __future__ import annotations
@@ -95,6 +98,10 @@ def _items(responses: DeploymentResponseGenerator[T], slug: str) -> Iterator[T]:
             except RayError as exc:
                 _raise_domain(exc, slug)
                 raise
+            except TalkiesError:
+                raise
+            except Exception as exc:  # over Serve's gRPC transport the replica's own exception comes as is
+                raise EngineError(f"model {slug!r} failed on its model server: {exc!r}") from None
             yield item
             checkpoint()
     finally:
@@ -109,6 +116,9 @@ class RemoteEngine:
         self._slug = slug
         self._call = handle.options(multiplexed_model_id=slug)
         self._stream = handle.options(multiplexed_model_id=slug, stream=True)
+        # Speech carries no audio in, so its call may skip Ray's object store both ways: over Serve's
+        # gRPC transport to the replica, each chunk comes back in the stream itself (bench/ray_overhead.py).
+        self._direct = handle.options(multiplexed_model_id=slug, stream=True, _by_reference=False)
 
     def __getattr__(self, name: str) -> Any:
         value = getattr(self._local, name)
@@ -140,7 +150,7 @@ class RemoteSegmentStreamer(RemoteTranscriber):
 
 class RemoteSynthesizer(RemoteEngine):
     def synthesize(self, request: SpeechRequest) -> Iterator[AudioChunk]:
-        responses = cast(DeploymentResponseGenerator[AudioChunk], self._stream.synthesize.remote(request))
+        responses = cast(DeploymentResponseGenerator[AudioChunk], self._direct.synthesize.remote(request))
         yield from _items(responses, self._slug)
 
 
