@@ -35,9 +35,9 @@ wyoming = pytest.importorskip("wyoming")
 
 from wyoming.asr import Transcribe  # noqa: E402
 from wyoming.audio import AudioChunk, AudioStart, AudioStop  # noqa: E402
-from wyoming.client import AsyncTcpClient  # noqa: E402
-from wyoming.event import Event  # noqa: E402
 from wyoming.tts import Synthesize  # noqa: E402
+
+from tests.wyoming_helpers import read_until, wyoming_client  # noqa: E402
 
 pytestmark = [pytest.mark.slow, pytest.mark.anyio]
 TIMEOUT = 300.0
@@ -129,22 +129,6 @@ def test_with_nothing_configured_the_shipped_aliases_reach_kokoro_and_whisper(tm
     assert audio.content[:4] == b"RIFF"
 
 
-async def _wyoming_read(client: AsyncTcpClient) -> Event:
-    import asyncio
-
-    event = await asyncio.wait_for(client.read_event(), TIMEOUT)
-    assert event is not None, "server closed the connection"
-    return event
-
-
-async def _wyoming_until(client: AsyncTcpClient, last: str) -> list[Event]:
-    events = []
-    while (event := await _wyoming_read(client)).type not in (last, "error"):
-        events.append(event)
-    events.append(event)
-    return events
-
-
 @asynccontextmanager
 async def _mcp(url: str) -> AsyncIterator[ClientSession]:
     async with (
@@ -164,20 +148,16 @@ async def test_without_a_model_name_an_installed_model_answers(tmp_path: Path) -
     pcm = _int16(speak(SENTENCE_A))
     with _server(settings) as (base, _, port):
         assert port is not None
-        client = AsyncTcpClient("127.0.0.1", port)
-        await client.connect()
-        try:
+        async with wyoming_client(port) as client:
             await client.write_event(Synthesize(text="Hello.").event())
-            spoken = await _wyoming_until(client, "audio-stop")
+            spoken = await read_until(client, "audio-stop")
             await client.write_event(Transcribe().event())
             await client.write_event(AudioStart(rate=RATE, width=2, channels=1).event())
             for offset in range(0, len(pcm), 2048):
                 chunk = AudioChunk(rate=RATE, width=2, channels=1, audio=pcm[offset : offset + 2048])
                 await client.write_event(chunk.event())
             await client.write_event(AudioStop().event())
-            heard = await _wyoming_until(client, "transcript-stop")
-        finally:
-            await client.disconnect()
+            heard = await read_until(client, "transcript-stop")
         async with _mcp(f"{base}/v1/mcp") as session:
             staged = await session.call_tool("speak", {"text": SENTENCE_A})
             assert not staged.is_error, staged.content

@@ -6,8 +6,8 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +36,6 @@ wyoming = pytest.importorskip("wyoming")
 from wyoming.asr import Transcribe  # noqa: E402
 from wyoming.audio import AudioChunk, AudioStart, AudioStop  # noqa: E402
 from wyoming.client import AsyncTcpClient  # noqa: E402
-from wyoming.event import Event  # noqa: E402
 from wyoming.info import Describe, Info  # noqa: E402
 from wyoming.tts import (  # noqa: E402
     Synthesize,
@@ -45,6 +44,8 @@ from wyoming.tts import (  # noqa: E402
     SynthesizeStop,
     SynthesizeVoice,
 )
+
+from tests.wyoming_helpers import read_event, read_until, wyoming_client  # noqa: E402
 
 pytestmark = pytest.mark.anyio
 TIMEOUT = 120.0
@@ -68,31 +69,6 @@ def _talkies(settings: Settings, **app_kwargs: Any) -> Iterator[tuple[str, int]]
     app = create_app(settings, **app_kwargs)
     with serve(app) as base:
         yield base, app.state.wyoming.port
-
-
-@asynccontextmanager
-async def _client(port: int) -> AsyncIterator[AsyncTcpClient]:
-    client = AsyncTcpClient("127.0.0.1", port)
-    await client.connect()
-    try:
-        yield client
-    finally:
-        await client.disconnect()
-
-
-async def _read(client: AsyncTcpClient) -> Event:
-    event = await asyncio.wait_for(client.read_event(), TIMEOUT)
-    assert event is not None, "server closed the connection"
-    return event
-
-
-async def _read_until(client: AsyncTcpClient, last: str) -> list[Event]:
-    events = []
-    while True:
-        event = await _read(client)
-        events.append(event)
-        if event.type in (last, "error"):
-            return events
 
 
 def _int16(pcm: np.ndarray) -> bytes:
@@ -119,9 +95,9 @@ def sentence() -> np.ndarray:
 
 async def test_describe_lists_asr_models_and_every_tts_voice(tmp_path: Path) -> None:
     with _talkies(_settings(tmp_path)) as (_, port):
-        async with _client(port) as client:
+        async with wyoming_client(port) as client:
             await client.write_event(Describe().event())
-            info = Info.from_event(await _read(client))
+            info = Info.from_event(await read_event(client))
     (asr,) = info.asr
     assert [m.name for m in asr.models] == ["pocketsphinx-en-us"]
     assert asr.models[0].installed
@@ -148,15 +124,15 @@ async def test_describe_is_rebuilt_on_each_call(tmp_path: Path) -> None:
     )
     settings = _settings(tmp_path, models_file=registry)
     with _talkies(settings) as (_, port):
-        async with _client(port) as client:
+        async with wyoming_client(port) as client:
             await client.write_event(Describe().event())
-            before = {m.name: m.installed for m in Info.from_event(await _read(client)).asr[0].models}
+            before = {m.name: m.installed for m in Info.from_event(await read_event(client)).asr[0].models}
             snapshot = settings.models_dir / "whisper-x"
             snapshot.mkdir(parents=True)
             for name in ("config.json", "model.bin", "tokenizer.json", "vocabulary.txt"):  # whisper needs all
                 (snapshot / name).write_bytes(b"x")
             await client.write_event(Describe().event())
-            after = {m.name: m.installed for m in Info.from_event(await _read(client)).asr[0].models}
+            after = {m.name: m.installed for m in Info.from_event(await read_event(client)).asr[0].models}
     assert before == {"pocketsphinx-en-us": True, "whisper-x": False}
     assert after["whisper-x"] is (before["pocketsphinx-en-us"] and _whisper_importable())
 
@@ -171,9 +147,9 @@ async def test_transcribes_home_assistant_sequence_with_streamed_transcript(
     tmp_path: Path, sentence: np.ndarray
 ) -> None:
     with _talkies(_settings(tmp_path)) as (base, port):
-        async with _client(port) as client:
+        async with wyoming_client(port) as client:
             await _send_audio(client, _int16(sentence), rate=RATE, width=2, channels=1)
-            events = await _read_until(client, "transcript-stop")
+            events = await read_until(client, "transcript-stop")
         async with httpx.AsyncClient(base_url=base, timeout=TIMEOUT) as http_client:
             response = await http_client.post(
                 "/v1/audio/transcriptions",
@@ -199,20 +175,20 @@ async def test_other_rate_width_and_channels_are_converted(tmp_path: Path, sente
     stereo = np.stack([hi, hi], axis=1).reshape(-1)
     data = (np.clip(stereo, -1, 1) * 2147483647).astype("<i4").tobytes()
     with _talkies(_settings(tmp_path)) as (_, port):
-        async with _client(port) as client:
+        async with wyoming_client(port) as client:
             await _send_audio(client, data, rate=44_100, width=4, channels=2)
-            events = await _read_until(client, "transcript-stop")
+            events = await read_until(client, "transcript-stop")
     transcript = next(e for e in events if e.type == "transcript")
     assert word_overlap(SENTENCE_A, transcript.data["text"]) >= 0.6
 
 
 async def test_no_audio_is_an_empty_transcript(tmp_path: Path) -> None:
     with _talkies(_settings(tmp_path)) as (_, port):
-        async with _client(port) as client:
+        async with wyoming_client(port) as client:
             await client.write_event(Transcribe(language="en").event())
             await client.write_event(AudioStart(rate=RATE, width=2, channels=1).event())
             await client.write_event(AudioStop().event())
-            event = await _read(client)
+            event = await read_event(client)
     assert event.type == "transcript"
     assert event.data["text"] == ""
 
@@ -220,12 +196,12 @@ async def test_no_audio_is_an_empty_transcript(tmp_path: Path) -> None:
 async def test_synthesize_one_start_one_stop_same_audio_as_http(tmp_path: Path) -> None:
     text = f"{SENTENCE_A} {SENTENCE_B}"
     with _talkies(_settings(tmp_path)) as (base, port):
-        async with _client(port) as client:
+        async with wyoming_client(port) as client:
             voice = SynthesizeVoice(name=f"espeak-ng/{VOICE}")
             await client.write_event(Synthesize(text=text, voice=voice).event())
-            events = await _read_until(client, "audio-stop")  # Home Assistant stops at the first stop
+            events = await read_until(client, "audio-stop")  # Home Assistant stops at the first stop
             await client.write_event(Describe().event())
-            assert (await _read(client)).type == "info"  # nothing else was queued behind audio-stop
+            assert (await read_event(client)).type == "info"  # nothing else was queued behind audio-stop
         async with httpx.AsyncClient(base_url=base, timeout=TIMEOUT) as http_client:
             response = await http_client.post(
                 "/v1/audio/speech",
@@ -247,20 +223,20 @@ async def test_synthesize_one_start_one_stop_same_audio_as_http(tmp_path: Path) 
 
 async def test_voice_by_language_and_default(tmp_path: Path) -> None:
     with _talkies(_settings(tmp_path)) as (_, port):
-        async with _client(port) as client:
+        async with wyoming_client(port) as client:
             await client.write_event(
                 Synthesize(text="Guten Tag.", voice=SynthesizeVoice(language="de")).event()
             )
-            german = await _read_until(client, "audio-stop")
+            german = await read_until(client, "audio-stop")
             await client.write_event(Synthesize(text="Hello.").event())
-            default = await _read_until(client, "audio-stop")
+            default = await read_until(client, "audio-stop")
     assert german[-1].type == "audio-stop"
     assert default[-1].type == "audio-stop"
 
 
 async def test_streaming_synthesis_per_sentence_then_stopped(tmp_path: Path) -> None:
     with _talkies(_settings(tmp_path)) as (_, port):
-        async with _client(port) as client:
+        async with wyoming_client(port) as client:
             voice = SynthesizeVoice(name=f"espeak-ng/{VOICE}")
             await client.write_event(SynthesizeStart(voice=voice).event())
             for piece in ("Hello there. How are", " you today? Fi", "ne"):
@@ -269,27 +245,27 @@ async def test_streaming_synthesis_per_sentence_then_stopped(tmp_path: Path) -> 
                 Synthesize(text="Hello there. How are you today? Fine", voice=voice).event()
             )
             await client.write_event(SynthesizeStop().event())
-            events = await _read_until(client, "synthesize-stopped")
+            events = await read_until(client, "synthesize-stopped")
     kinds = [e.type for e in events if e.type != "audio-chunk"]
     assert kinds == ["audio-start", "audio-stop"] * 3 + ["synthesize-stopped"]
 
 
 async def test_errors_are_events_and_the_connection_stays_usable(tmp_path: Path) -> None:
     with _talkies(_settings(tmp_path)) as (_, port):
-        async with _client(port) as client:
+        async with wyoming_client(port) as client:
             await client.write_event(
                 Synthesize(text="hi", voice=SynthesizeVoice(name="espeak-ng/xx-nope")).event()
             )
-            unknown_voice = await _read(client)
+            unknown_voice = await read_event(client)
             await client.write_event(Synthesize(text="hi", voice=SynthesizeVoice(name="nobody")).event())
-            unknown_name = await _read(client)
+            unknown_name = await read_event(client)
             await client.write_event(Transcribe(name="espeak-ng").event())
             await client.write_event(AudioStart(rate=RATE, width=2, channels=1).event())
             await client.write_event(AudioChunk(rate=RATE, width=2, channels=1, audio=b"\0" * 3200).event())
             await client.write_event(AudioStop().event())
-            wrong_modality = await _read(client)
+            wrong_modality = await read_event(client)
             await client.write_event(Describe().event())
-            still_open = await _read(client)
+            still_open = await read_event(client)
     assert unknown_voice.type == "error"
     assert unknown_voice.data["code"] == "unknown_voice"
     assert "xx-nope" in unknown_voice.data["text"]
@@ -335,7 +311,7 @@ async def test_full_queue_is_an_error_event(tmp_path: Path, fake_factory: FakeFa
     fake_factory["pocketsphinx-en-us"].gate = gate
     silence = b"\0" * 6400
     with _talkies(_settings(tmp_path, models_file=registry), engine_factory=fake_factory) as (base, port):
-        async with _client(port) as first, _client(port) as second:
+        async with wyoming_client(port) as first, wyoming_client(port) as second:
             await _send_audio(first, silence, rate=RATE, width=2, channels=1)
             async with httpx.AsyncClient(base_url=base, timeout=TIMEOUT) as http_client:
                 for _ in range(400):  # until the first request runs in the engine
@@ -343,9 +319,9 @@ async def test_full_queue_is_an_error_event(tmp_path: Path, fake_factory: FakeFa
                         break
                     await asyncio.sleep(0.05)
             await _send_audio(second, silence, rate=RATE, width=2, channels=1)
-            refused = await _read(second)
+            refused = await read_event(second)
             gate.set()
-            done = await _read_until(first, "transcript-stop")
+            done = await read_until(first, "transcript-stop")
     assert refused.type == "error"
     assert refused.data["code"] == "queue_full"
     assert done[-2].type == "transcript"
@@ -355,15 +331,15 @@ async def test_concurrent_clients(tmp_path: Path, sentence: np.ndarray) -> None:
     with _talkies(_settings(tmp_path)) as (_, port):
 
         async def listen() -> str:
-            async with _client(port) as client:
+            async with wyoming_client(port) as client:
                 await _send_audio(client, _int16(sentence), rate=RATE, width=2, channels=1)
-                events = await _read_until(client, "transcript-stop")
+                events = await read_until(client, "transcript-stop")
                 return str(next(e for e in events if e.type == "transcript").data["text"])
 
         async def talk() -> int:
-            async with _client(port) as client:
+            async with wyoming_client(port) as client:
                 await client.write_event(Synthesize(text=SENTENCE_B).event())
-                events = await _read_until(client, "audio-stop")
+                events = await read_until(client, "audio-stop")
                 return sum(len(e.payload or b"") for e in events if e.type == "audio-chunk")
 
         results = await asyncio.gather(listen(), talk(), listen(), talk())

@@ -8,8 +8,8 @@ import json
 import statistics
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import Iterator
+from contextlib import contextmanager
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
@@ -26,9 +26,9 @@ from tests.server import serve
 
 wyoming = pytest.importorskip("wyoming")
 
-from wyoming.client import AsyncTcpClient  # noqa: E402
-from wyoming.event import Event  # noqa: E402
 from wyoming.info import Describe  # noqa: E402
+
+from tests.wyoming_helpers import read_event, wyoming_client  # noqa: E402
 
 pytestmark = pytest.mark.anyio
 TIMEOUT = 120.0
@@ -51,22 +51,6 @@ def _talkies(settings: Settings) -> Iterator[tuple[str, int]]:
     app = create_app(settings)
     with serve(app) as base:
         yield base, app.state.wyoming.port
-
-
-@asynccontextmanager
-async def _client(port: int) -> AsyncIterator[AsyncTcpClient]:
-    client = AsyncTcpClient("127.0.0.1", port)
-    await client.connect()
-    try:
-        yield client
-    finally:
-        await client.disconnect()
-
-
-async def _read(client: AsyncTcpClient) -> Event:
-    event = await asyncio.wait_for(client.read_event(), TIMEOUT)
-    assert event is not None, "server closed the connection"
-    return event
 
 
 class _HealthProbe:
@@ -180,17 +164,17 @@ async def test_wide_audio_is_cut_at_the_byte_cap_with_bounded_rss(tmp_path: Path
 
 async def test_connections_over_the_cap_are_refused(tmp_path: Path) -> None:
     with _talkies(_settings(tmp_path, wyoming_max_connections=2)) as (_, port):
-        async with _client(port) as first, _client(port) as second:
+        async with wyoming_client(port) as first, wyoming_client(port) as second:
             for client in (first, second):
                 await client.write_event(Describe().event())
-                assert (await _read(client)).type == "info"
+                assert (await read_event(client)).type == "info"
             reader, writer = await asyncio.open_connection("127.0.0.1", port)
             refused = json.loads(await asyncio.wait_for(reader.readline(), TIMEOUT))
             rest = await asyncio.wait_for(reader.read(), TIMEOUT)  # then the server closes
             writer.close()
         answer = None
         for _ in range(200):  # the server notices the two hang-ups on its own schedule
-            async with _client(port) as third:
+            async with wyoming_client(port) as third:
                 await third.write_event(Describe().event())
                 answer = await asyncio.wait_for(third.read_event(), TIMEOUT)
             if answer is not None and answer.type == "info":

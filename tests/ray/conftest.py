@@ -26,6 +26,12 @@ class RayServe:
     address: str  # the Ray cluster's, for `talkies serve --ray --address`
 
 
+# Serve's controller kills a proxy that is not ready within 5 s (three tries, then serve.start fails) or
+# misses three 10 s health checks: on a 2-core machine under load, a proxy process takes longer than that
+# to import Ray. The tests' Ray instances wait longer (Serve's own settings, read when Ray starts).
+PATIENT = {"RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S": "60", "RAY_SERVE_PROXY_HEALTH_CHECK_TIMEOUT_S": "60"}
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -41,10 +47,13 @@ def ray_serve() -> Iterator[RayServe]:
     from ray import serve
 
     # Ray's worker processes import talkies (and tests.ray.engines) from this checkout.
-    saved = {k: os.environ.get(k) for k in ("PYTHONPATH", "RAY_USAGE_STATS_ENABLED", "HF_HUB_OFFLINE")}
+    saved = {
+        k: os.environ.get(k) for k in ("PYTHONPATH", "RAY_USAGE_STATS_ENABLED", "HF_HUB_OFFLINE", *PATIENT)
+    }
     paths = [str(REPO_ROOT / "src"), str(REPO_ROOT), os.environ.get("PYTHONPATH", "")]
     os.environ["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)
     os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
+    os.environ.update(PATIENT)
     os.environ["HF_HUB_OFFLINE"] = "1"  # replicas never reach the hub (the test env's rule, set per test)
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
     try:

@@ -17,7 +17,7 @@ import pytest
 from talkies.settings import load_settings
 from tests.conftest import REPO_ROOT
 from tests.live_server import free_port
-from tests.ray.conftest import RayServe, wait_ready
+from tests.ray.conftest import PATIENT, RayServe, wait_ready
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
@@ -110,6 +110,7 @@ def test_talkies_serve_ray_with_a_direct_port_answers_on_it_and_on_the_proxy(tmp
     env.update(
         PYTHONPATH=os.pathsep.join([str(REPO_ROOT / "src"), str(REPO_ROOT)]),
         RAY_USAGE_STATS_ENABLED="0",
+        **PATIENT,
         TALKIES_MODELS_FILE=str(_registry(tmp_path)),
         TALKIES_DATA_DIR=str(tmp_path / "data"),
         TALKIES_ENGINE_ISOLATION="inprocess",

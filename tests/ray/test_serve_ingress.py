@@ -36,9 +36,9 @@ wyoming = pytest.importorskip("wyoming")
 
 from wyoming.asr import Transcribe, Transcript  # noqa: E402
 from wyoming.audio import AudioChunk, AudioStart, AudioStop  # noqa: E402
-from wyoming.client import AsyncTcpClient  # noqa: E402
-from wyoming.event import Event  # noqa: E402
 from wyoming.tts import Synthesize, SynthesizeVoice  # noqa: E402
+
+from tests.wyoming_helpers import read_until, wyoming_client  # noqa: E402
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.anyio]
 
@@ -182,24 +182,26 @@ def test_known_speakers_reach_the_diarizer_through_the_object_store(
 # --- Wyoming ------------------------------------------------------------------------------------------------
 
 
-@asynccontextmanager
-async def wyoming_client(port: int) -> AsyncIterator[AsyncTcpClient]:
-    client = AsyncTcpClient("127.0.0.1", port)
-    await client.connect()
-    try:
-        yield client
-    finally:
-        await client.disconnect()
+def test_with_wyoming_the_ingress_runs_on_the_head_node(url: str) -> None:
+    """On the two-node cluster, the ingress replica that runs the Wyoming listener sits on Ray's head node
+    (where Serve's proxy is): build_app hands ingress_actor_options' head-node resource to Serve, and Ray
+    places the replica by it (tests/unit/test_ray_placement.py checks the options themselves)."""
+    from ray._private.state import actors
 
+    import ray
+    from talkies.ray.placement import HEAD_NODE
 
-async def read_until(client: AsyncTcpClient, last: str) -> list[Event]:
-    events = []
-    while True:
-        event = await asyncio.wait_for(client.read_event(), TIMEOUT)
-        assert event is not None, "the Wyoming server closed the connection"
-        events.append(event)
-        if event.type in (last, "error"):
-            return events
+    nodes = [n for n in ray.nodes() if n["Alive"]]
+    head = {n["NodeID"] for n in nodes if HEAD_NODE in n["Resources"]}
+    assert len(nodes) == 2
+    assert len(head) == 1
+    ingress = [
+        a
+        for a in actors().values()
+        if a["ActorClassName"] == "ServeReplica:talkies:talkies-ingress" and a["State"] == "ALIVE"
+    ]
+    assert len(ingress) == 1, [a["ActorClassName"] for a in actors().values()]
+    assert ingress[0]["Address"]["NodeID"] in head
 
 
 async def test_wyoming_transcribes_and_synthesizes_from_the_ingress(url: str, wyoming_port: int) -> None:
