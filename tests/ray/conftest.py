@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import socket
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -16,6 +15,7 @@ import httpx
 import pytest
 
 from tests.conftest import REPO_ROOT
+from tests.live_server import free_port
 
 APP = "talkies"
 
@@ -30,12 +30,6 @@ class RayServe:
 # misses three 10 s health checks: on a 2-core machine under load, a proxy process takes longer than that
 # to import Ray. The tests' Ray instances wait longer (Serve's own settings, read when Ray starts).
 PATIENT = {"RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S": "60", "RAY_SERVE_PROXY_HEALTH_CHECK_TIMEOUT_S": "60"}
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture(scope="session")
@@ -59,7 +53,7 @@ def ray_serve() -> Iterator[RayServe]:
     try:
         cluster.add_node(num_cpus=1)
         ray.init(address=cluster.address, logging_level="warning", log_to_driver=False)
-        port = _free_port()
+        port = free_port()
         serve.start(http_options={"host": "127.0.0.1", "port": port, "location": "HeadOnly"})
         yield RayServe(url=f"http://127.0.0.1:{port}", address=cluster.address)
     finally:
@@ -109,3 +103,16 @@ def replica_states(deployment: str = "talkies-models-cpu") -> list[dict[str, Any
         for s in handle.broadcast("state").results(timeout_s=60, return_exceptions=True)
         if isinstance(s, dict)
     ]
+
+
+def in_flight(model: str) -> int:
+    """Requests for `model` running in the model-server replicas now, as their pools report."""
+    return sum(r["in_flight"] for s in replica_states() for r in s["models"] if r["model"] == model)
+
+
+def wait_for(condition: Any, what: str, timeout: float = 240.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.2)

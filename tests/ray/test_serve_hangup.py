@@ -4,7 +4,6 @@ cancelled at its next step, the engine stops at its next `checkpoint`, and the m
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,7 +11,7 @@ import httpx
 import pytest
 
 from tests.api.audio_helpers import weightfree_settings
-from tests.ray.conftest import RayServe, deploy, replica_states
+from tests.ray.conftest import RayServe, deploy, in_flight, wait_for
 from tests.ray.engines import endless_voice_engine
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
@@ -30,17 +29,6 @@ def url(ray_serve: RayServe, data_dir: Path) -> Iterator[str]:
         yield base
 
 
-def _in_flight(model: str) -> int:
-    return sum(r["in_flight"] for s in replica_states() for r in s["models"] if r["model"] == model)
-
-
-def _wait_for(check: object, what: str, timeout: float = 120.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():  # type: ignore[operator]
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.2)
-
-
 def test_hanging_up_mid_stream_stops_the_synthesis_on_the_model_server(url: str, data_dir: Path) -> None:
     log = data_dir / "data" / "endless.log"
     body = {"model": "espeak-ng", "input": "On and on.", "response_format": "pcm", "stream_format": "audio"}
@@ -54,7 +42,7 @@ def test_hanging_up_mid_stream_stops_the_synthesis_on_the_model_server(url: str,
             received += len(part)
             if received >= 3 * 4800:  # a few chunks in: the stream is live; leaving the block hangs up
                 break
-    _wait_for(lambda: log.exists() and log.read_text().strip() != "", "the engine's generator to close")
+    wait_for(lambda: log.exists() and log.read_text().strip() != "", "the engine's generator to close", 120)
     made = int(log.read_text().split()[0])
     assert 0 < made < 2000, f"the engine made {made} chunks: it was not stopped"
-    _wait_for(lambda: _in_flight("espeak-ng") == 0, "the model server to release the model")
+    wait_for(lambda: in_flight("espeak-ng") == 0, "the model server to release the model", 120)

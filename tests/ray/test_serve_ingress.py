@@ -29,8 +29,9 @@ from tests.api.audio_helpers import SENTENCE_A, speak, weightfree_settings, word
 from tests.api.test_diarization_http import assert_turns, wav_data_url
 from tests.fixtures.diarization import FEMALE, LINES, MALE, Conversation, build_tiny_snapshot, conversation
 from tests.fixtures.speech import espeak, write_wav
+from tests.live_server import free_port
 from tests.process.conftest import script_model
-from tests.ray.conftest import RayServe, _free_port, deploy, replica_states
+from tests.ray.conftest import RayServe, deploy, replica_states
 
 wyoming = pytest.importorskip("wyoming")
 
@@ -52,7 +53,7 @@ TIMEOUT = 300.0
 
 @pytest.fixture(scope="module")
 def wyoming_port() -> int:
-    return _free_port()
+    return free_port()
 
 
 @pytest.fixture(scope="module")

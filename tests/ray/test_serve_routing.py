@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import json
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,7 @@ import pytest
 
 from talkies.settings import Settings, load_settings
 from tests.api.audio_helpers import SENTENCE_A, silence, speak, write_wav
-from tests.ray.conftest import APP, RayServe, deploy, replica_states
+from tests.ray.conftest import APP, RayServe, deploy, in_flight, replica_states, wait_for
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
@@ -128,18 +127,6 @@ def test_requests_go_to_the_replica_that_holds_their_model(url: str, clip: bytes
     assert {(r["model"], r["replica"]) for r in rows} == {(A, replica_a), (B, replica_b)}
 
 
-def _wait_for(condition: Any, what: str, timeout: float = 240.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.2)
-
-
-def _in_flight(model: str) -> int:
-    return sum(r["in_flight"] for s in replica_states() for r in s["models"] if r["model"] == model)
-
-
 def test_a_replica_killed_under_requests_fails_them_cleanly_and_a_new_one_serves(
     url: str, clip: bytes, tmp_path: Path
 ) -> None:
@@ -152,7 +139,7 @@ def test_a_replica_killed_under_requests_fails_them_cleanly_and_a_new_one_serves
     victim = next(s for s in replica_states() if any(r["model"] == A for r in s["models"]))
     with concurrent.futures.ThreadPoolExecutor(4) as pool:
         futures = [pool.submit(transcribe, url, A, long_clip) for _ in range(4)]
-        _wait_for(lambda: _in_flight(A) > 0 or all(f.done() for f in futures), "a request in flight")
+        wait_for(lambda: in_flight(A) > 0 or all(f.done() for f in futures), "a request in flight")
         ray.kill(ray.get_actor(victim["actor"], namespace="serve"), no_restart=True)
         answers = [f.result() for f in futures]
     for answer in answers:
@@ -172,8 +159,8 @@ def test_a_replica_killed_under_requests_fails_them_cleanly_and_a_new_one_serves
         live = {s["replica"] for s in replica_states()}
         return len(live) == 2 and victim["replica"] not in live
 
-    _wait_for(replaced, "Serve to replace the killed replica")
-    _wait_for(seen_by_handles, "the new replica to answer broadcasts")
+    wait_for(replaced, "Serve to replace the killed replica")
+    wait_for(seen_by_handles, "the new replica to answer broadcasts")
     response = transcribe(url, A, clip)
     assert response.status_code == 200
     assert "weather" in response.json()["text"]
